@@ -1,0 +1,189 @@
+"""Webdataset shards: deterministic writing, and a validating reader that skips and counts bad samples.
+
+A shard is a plain tar whose members are `<key>.<ext>` (webdataset's convention, as img2dataset
+writes them): here `<key>.jpg` (or another image extension) and `<key>.txt` (the caption).
+Reading never crashes on a bad sample and never drops one silently: every skip is counted by
+reason in a `SkipCounter`, which the stages write to their metrics and MLflow runs.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+from PIL import Image, ImageFile
+
+log = logging.getLogger(__name__)
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG must fail to decode, so it is counted
+
+SKIP_REASONS = (
+    "truncated_image",  # image bytes that do not decode completely
+    "non_utf8_caption",  # caption bytes that are not UTF-8
+    "missing_caption",  # an image without caption member (or an empty caption)
+    "missing_image",  # a caption without an image member
+    "duplicate_key",  # a key already seen in an earlier shard (the first one is kept)
+    "empty_shard",  # a shard with no samples at all
+    "corrupt_shard",  # a tar that cannot be read (to the end); samples read before the error are kept
+)
+
+
+@dataclass
+class SkipCounter:
+    """Counts of samples (and shards) skipped while reading, by reason."""
+
+    counts: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)  # reason -> first offending "shard:key"
+
+    def add(self, reason: str, where: str) -> None:
+        assert reason in SKIP_REASONS, reason
+        self.counts[reason] += 1
+        self.examples.setdefault(reason, where)
+        log.warning("skipped %s (%s)", where, reason)
+
+    def as_dict(self) -> dict[str, int]:
+        return {reason: int(self.counts.get(reason, 0)) for reason in SKIP_REASONS}
+
+    @property
+    def total_samples(self) -> int:
+        return sum(v for k, v in self.counts.items() if not k.endswith("_shard"))
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str
+    image: Image.Image  # RGB, fully decoded
+    caption: str
+    shard: str  # file name of the shard it came from
+
+
+@dataclass(frozen=True)
+class RawSample:
+    key: str
+    image: bytes  # encoded (JPEG)
+    caption: str
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    """[H, W, 3] uint8 -> JPEG bytes (baseline, no optimisation passes: deterministic and fast)."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def shard_name(index: int) -> str:
+    return f"{index:06d}.tar"
+
+
+def write_shards(samples: Iterable[RawSample], out_dir: Path, shard_size: int) -> list[Path]:
+    """Write samples into `out_dir/000000.tar, ...` with `shard_size` samples each.
+
+    Byte-deterministic: fixed mtime, owner and mode, members in sample order.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.tar"):
+        old.unlink()
+    paths: list[Path] = []
+    writer: wds.TarWriter | None = None
+    handle = None
+    for i, sample in enumerate(samples):
+        if i % shard_size == 0:
+            if writer is not None:
+                writer.close()
+                handle.close()
+            paths.append(out_dir / shard_name(len(paths)))
+            handle = paths[-1].open("wb")
+            writer = wds.TarWriter(handle, user="", group="", mode=0o644, mtime=0.0, encoder=False)
+        writer.write({"__key__": sample.key, "jpg": sample.image, "txt": sample.caption.encode("utf-8")})
+    if writer is not None:
+        writer.close()
+        handle.close()
+    return paths
+
+
+def list_shards(folder: Path | str, pattern: str = "*.tar") -> list[Path]:
+    """Sorted shard files in `folder`; a missing folder is a clear error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"shard folder not found: {folder} (check the path in params.yaml)")
+    return sorted(folder.glob(pattern))
+
+
+def _split_member(name: str) -> tuple[str, str]:
+    """`dir/abc.def.jpg` -> (`dir/abc`, `def.jpg`): webdataset splits at the first dot of the basename."""
+    head, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return (f"{head}/{stem}" if head else stem), ext.lower() if dot else ""
+
+
+def _iter_groups(path: Path, counter: SkipCounter) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) for consecutive members sharing a key; corrupt tars are counted."""
+    if path.stat().st_size == 0:
+        counter.add("empty_shard", path.name)
+        return
+    key, group, n = None, {}, 0
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                k, ext = _split_member(member.name)
+                if k != key:
+                    if key is not None:
+                        n += 1
+                        yield key, group
+                    key, group = k, {}
+                f = tar.extractfile(member)
+                group[ext] = f.read() if f is not None else b""
+    except (tarfile.TarError, OSError, EOFError) as e:
+        counter.add("corrupt_shard", f"{path.name}: {e}")
+        return  # the group being read when the tar broke is incomplete: not yielded
+    if key is not None:
+        n += 1
+        yield key, group
+    if n == 0:
+        counter.add("empty_shard", path.name)
+
+
+def iter_samples(
+    shards: Sequence[Path],
+    counter: SkipCounter | None = None,
+    image_keys: Sequence[str] = ("jpg", "jpeg", "png", "webp"),
+    caption_key: str = "txt",
+    decode: bool = True,
+) -> Iterator[Sample]:
+    """Valid samples of `shards` in order; every invalid one is skipped and counted in `counter`."""
+    counter = counter if counter is not None else SkipCounter()
+    for path in shards:
+        path = Path(path)
+        for key, group in _iter_groups(path, counter):
+            where = f"{path.name}:{key}"
+            image_ext = next((e for e in image_keys if e in group), None)
+            if image_ext is None:
+                counter.add("missing_image", where)
+                continue
+            raw_caption = group.get(caption_key)
+            if raw_caption is None or not raw_caption.strip():
+                counter.add("missing_caption", where)
+                continue
+            try:
+                caption = raw_caption.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                counter.add("non_utf8_caption", where)
+                continue
+            try:
+                image = Image.open(io.BytesIO(group[image_ext]))
+                image.load()
+                image = image.convert("RGB") if decode else image
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+                counter.add("truncated_image", where)
+                continue
+            yield Sample(key=key, image=image, caption=caption, shard=path.name)

@@ -1,0 +1,43 @@
+"""Profiles: overlays on params.yaml, validated, turned into `dvc exp run -S` overrides."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from cocu import profiles
+from cocu.__main__ import main as cli
+from cocu.config import ConfigError, Params, from_dict
+
+from .conftest import REPO
+
+
+def test_every_shipped_profile_composes():
+    names = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml"))
+    assert "smoke" in names
+    for name in names:
+        merged = profiles.compose(REPO / "params.yaml", name, REPO / "profiles")
+        assert from_dict(Params, merged).run.profile == name
+
+
+def test_overrides_flatten_the_overlay(tmp_path):
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"run": {"profile": "p"}, "world": {"size": "smoke",
+                                                     "benchmarks": ["synth_all"]}}))
+    assert sorted(profiles.overrides("p", tmp_path)) == ["run.profile=p", 'world.benchmarks=["synth_all"]', "world.size=smoke"]
+
+
+def test_bad_profile_names_the_key(tmp_path):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"world": {"sise": "smoke"}}))
+    with pytest.raises(ConfigError, match="world.sise"):
+        profiles.compose(REPO / "params.yaml", "bad", tmp_path)
+    with pytest.raises(ConfigError, match="no such profile"):
+        profiles.profile_path("nope", tmp_path)
+
+
+def test_write_applies_in_place(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    assert cli(["profile", "smoke", "--params", str(params), "--folder", str(REPO / "profiles"), "--write"]) == 0
+    raw = yaml.safe_load(params.read_text())
+    assert raw["world"]["size"] == "smoke" and raw["run"]["profile"] == "smoke"
+    assert raw["world"]["mention_rate"] == 0.4  # untouched keys kept

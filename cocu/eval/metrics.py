@@ -1,0 +1,109 @@
+"""Semantic-segmentation metrics with detectron2's evaluator contract (reset/process/evaluate).
+
+The confusion matrix is accumulated per rank and summed across ranks inside `evaluate()` when a
+torch.distributed process group is initialised (a no-op otherwise), as detectron2 does.
+Conventions follow mmseg's `total_area_to_metrics`, which the official GroupViT numbers use:
+IoU_k = TP / (TP + FP + FN), and mIoU is the mean over the classes whose union is not empty
+(present in the labels OR predicted somewhere), x 100.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def confusion_matrix(pred: np.ndarray, label: np.ndarray, num_classes: int,
+                     ignore_index: int = 255) -> np.ndarray:
+    """[K, K] int64 counts, rows = ground-truth class, columns = predicted class.
+
+    Args:
+        pred: [H, W] ints in [0, num_classes); anything else is an error.
+        label: [H, W] ints in [0, num_classes) or `ignore_index` (those pixels are skipped).
+    """
+    pred = np.asarray(pred)
+    label = np.asarray(label)
+    if pred.shape != label.shape:
+        raise ValueError(f"prediction shape {pred.shape} != label shape {label.shape}")
+    if pred.size and (pred.min() < 0 or pred.max() >= num_classes):
+        raise ValueError(f"predictions must lie in [0, {num_classes}), "
+                         f"got range [{pred.min()}, {pred.max()}]")
+    keep = label != ignore_index
+    gt = label[keep].astype(np.int64)  # [N]
+    pr = pred[keep].astype(np.int64)  # [N]
+    if gt.size and (gt.min() < 0 or gt.max() >= num_classes):
+        bad = np.unique(gt[(gt < 0) | (gt >= num_classes)])[:10]
+        raise ValueError(f"label values {bad.tolist()} are neither in [0, {num_classes}) "
+                         f"nor ignore={ignore_index}")
+    counts = np.bincount(gt * num_classes + pr, minlength=num_classes * num_classes)  # the bincount trick
+    return counts.reshape(num_classes, num_classes)
+
+
+def scores_from_confusion(conf: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
+    """mIoU, mAcc, aAcc and per-class IoU (all x 100) from a [K, K] confusion matrix.
+
+    `IoU/<name>` is NaN for a class that occurs neither in the labels nor in the predictions (its
+    union is empty); such classes are left out of the mIoU, as mmseg's nanmean does. mAcc averages
+    the per-class recall over the classes present in the labels.
+    """
+    conf = conf.astype(np.float64)
+    tp = np.diag(conf)  # [K]
+    gt = conf.sum(axis=1)  # [K] labelled pixels per class
+    predicted = conf.sum(axis=0)  # [K]
+    union = gt + predicted - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+        acc = np.where(gt > 0, tp / gt, np.nan)
+    out = {
+        "mIoU": 100.0 * float(np.nanmean(iou)) if np.any(union > 0) else float("nan"),
+        "mAcc": 100.0 * float(np.nanmean(acc)) if np.any(gt > 0) else float("nan"),
+        "aAcc": 100.0 * float(tp.sum() / gt.sum()) if gt.sum() > 0 else float("nan"),
+    }
+    out.update({f"IoU/{name}": 100.0 * float(v) for name, v in zip(class_names, iou)})
+    return out
+
+
+class SegEvaluator:
+    """Accumulates a confusion matrix over (prediction, label) pairs; mIoU at the end."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255,
+                 class_names: Optional[Sequence[str]] = None) -> None:
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = [str(k) for k in range(num_classes)] if class_names is None else list(class_names)
+        self.reset()
+
+    def reset(self) -> None:
+        self.conf = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)  # [K, K] gt x pred
+        self.num_images = 0
+
+    def process(self, pred: np.ndarray, label: np.ndarray) -> None:  # [H, W] ints each
+        self.conf += confusion_matrix(pred, label, self.num_classes, self.ignore_index)
+        self.num_images += 1
+
+    def evaluate(self) -> dict[str, float]:
+        """Scores over every rank's images (the matrix is summed across ranks when distributed)."""
+        conf = all_reduce_sum(self.conf)
+        if conf.sum() == 0:
+            log.warning("SegEvaluator.evaluate: no labelled pixels were processed")
+        return scores_from_confusion(conf, self.class_names)
+
+
+def all_reduce_sum(array: np.ndarray) -> np.ndarray:
+    """Sum an int64 array over the ranks of the default process group; a copy when there is none."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return array.copy()
+    nccl = dist.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    tensor = torch.from_numpy(array.copy()).to(device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.cpu().numpy()

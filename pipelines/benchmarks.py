@@ -1,0 +1,28 @@
+"""DVC stage `benchmarks`: write the synthetic segmentation benchmarks (things + background,
+stuff only, all classes) in the standard layout under `paths.benchmarks_root`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from cocu.config import load_params
+from cocu.data.benchmarks import write_synthetic_benchmark
+from cocu.stage import run_stage
+from cocu.tracking.run_info import write_json
+
+log = logging.getLogger("benchmarks")
+
+
+def main(params_file: Path) -> None:
+    params = load_params(params_file)
+    cfg = params.world
+    metrics: dict[str, float] = {}
+    for name in cfg.benchmarks:
+        metrics.update(write_synthetic_benchmark(cfg, name, cfg.counts.benchmark, Path(params.paths.benchmarks_root)))
+    write_json(params.paths.benchmarks_metrics, metrics)
+    log.info("benchmarks: %s", metrics)
+
+
+if __name__ == "__main__":
+    run_stage(main, __doc__)

@@ -1,0 +1,138 @@
+"""The `pairs` and `benchmarks` stages end to end at smoke size: outputs, determinism, hidden truth."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from cocu.config import load_params
+from cocu.data import manifest, world
+from pipelines import benchmarks as benchmarks_stage
+from pipelines import pairs as pairs_stage
+
+from .conftest import REPO, write_params
+
+
+@pytest.fixture(scope="module")
+def pairs_run(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("pairs")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+    params = write_params(tmp)
+    pairs_stage.main(params)
+    yield tmp, load_params(params)
+    mp.undo()
+
+
+def test_pairs_outputs(pairs_run):
+    tmp, params = pairs_run
+    n = params.world.counts.pairs
+    frame = manifest.read_manifest(params.paths.pairs_manifest)
+    assert list(frame.columns) == ["key", "shard", "caption"]
+    assert len(frame) == n and frame["key"].is_unique
+    assert (frame["shard"] == "000000.tar").all()
+    teacher = manifest.read_manifest(params.paths.teacher_manifest)
+    assert len(teacher) == params.world.counts.teacher
+    assert not set(teacher["key"]) & set(frame["key"])  # a separate draw, never the pre-training set
+    metrics = json.loads(Path(params.paths.pairs_metrics).read_text())
+    assert metrics["pairs/valid"] == n and metrics["pairs/skipped/truncated_image"] == 0
+    assert 0.2 < metrics["pairs/mention_rate"] < 0.6
+    assert Image.open(params.paths.world_gallery).size[0] > 500
+
+
+def test_ground_truth_never_reaches_what_training_reads(pairs_run):
+    _, params = pairs_run
+    truth = manifest.read_ground_truth(params.paths.pairs_manifest)
+    frame = manifest.read_manifest(params.paths.pairs_manifest)
+    assert not any(c.startswith("gt_") for c in frame.columns)
+    with tarfile.open(Path(params.paths.pairs_shards) / "000000.tar") as tar:
+        members = tar.getnames()
+        exts = {name.split(".", 1)[1] for name in members}
+        assert exts == {"jpg", "txt"}
+        captions = {m.split(".")[0]: tar.extractfile(m).read().decode() for m in members if m.endswith(".txt")}
+    assert captions == dict(zip(frame["key"], frame["caption"]))
+    # mentioned ⊆ present, and the hidden columns are not readable through the training view
+    for present, mentioned in zip(truth["gt_present"], truth["gt_mentioned"]):
+        assert set(mentioned) <= set(present) and len(present) >= 1
+
+
+def test_pairs_mlflow_run(pairs_run):
+    tmp, params = pairs_run
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(params.tracking.experiment)
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags["stage"] == "pairs" and run.data.tags["profile"] == "synthetic"
+    assert run.data.metrics["pairs/valid"] == params.world.counts.pairs
+    assert "pairs/skipped/non_utf8_caption" in run.data.metrics
+    assert run.data.params["world.size"] == "smoke"
+
+
+def test_pairs_are_byte_deterministic(pairs_run, tmp_path, monkeypatch):
+    first_tmp, first = pairs_run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    again = load_params(write_params(tmp_path))
+    pairs_stage.main(tmp_path / "params.yaml")
+    for a, b in ((first.paths.pairs_manifest, again.paths.pairs_manifest),
+                 (first.paths.teacher_manifest, again.paths.teacher_manifest)):
+        assert Path(a).read_bytes() == Path(b).read_bytes()
+    shards_a = sorted(Path(first.paths.pairs_shards).glob("*.tar"))
+    shards_b = sorted(Path(again.paths.pairs_shards).glob("*.tar"))
+    assert [p.read_bytes() for p in shards_a] == [p.read_bytes() for p in shards_b]
+
+
+def test_real_profile_indexes_existing_shards(pairs_run, tmp_path, monkeypatch):
+    """`pairs.source: webdataset` validates and indexes shards it did not write, counting bad ones."""
+    src_tmp, src = pairs_run
+    shards = tmp_path / "cc3m"
+    shards.mkdir()
+    good = Path(src.paths.pairs_shards) / "000000.tar"
+    (shards / "00000.tar").write_bytes(good.read_bytes())
+    (shards / "00001.tar").write_bytes(b"")  # an empty shard, as img2dataset leaves after failures
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = write_params(tmp_path, pairs={"source": "webdataset"}, paths={"pairs_shards": str(shards)})
+    pairs_stage.main(params)
+    loaded = load_params(params)
+    frame = pd.read_parquet(loaded.paths.pairs_manifest)
+    assert len(frame) == src.world.counts.pairs
+    assert "gt_present" not in frame.columns
+    metrics = json.loads(Path(loaded.paths.pairs_metrics).read_text())
+    assert metrics["pairs/skipped/empty_shard"] == 1
+
+
+def test_missing_shard_folder_is_a_clear_error(tmp_path):
+    params = write_params(tmp_path, pairs={"source": "webdataset"}, paths={"pairs_shards": str(tmp_path / "none")})
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "none")):
+        pairs_stage.main(params)
+
+
+def test_benchmarks_stage(tmp_path):
+    params_file = write_params(tmp_path)
+    benchmarks_stage.main(params_file)
+    params = load_params(params_file)
+    root = Path(params.paths.benchmarks_root)
+    for name in params.world.benchmarks:
+        spec = world.BENCHMARKS[name]
+        names = (root / name / "class_names.txt").read_text().split("\n")[:-1]
+        assert names == list(spec.class_names)
+        labels = sorted((root / name / "labels").glob("*.png"))
+        assert len(labels) == params.world.counts.benchmark
+        label = np.asarray(Image.open(labels[0]))
+        assert label.dtype == np.uint8 and label.shape == (64, 64)
+        valid = label[label != 255]
+        assert valid.max() < len(names)
+    metrics = json.loads(Path(params.paths.benchmarks_metrics).read_text())
+    assert metrics["synth_stuff/ignored_fraction"] > 0  # thing pixels are ignored in the stuff benchmark
+
+
+def test_vocabulary_file_matches_the_world():
+    lines = (REPO / "configs" / "vocabulary" / "synthetic.txt").read_text().split("\n")[:-1]
+    assert lines == world.vocabulary()

@@ -1,0 +1,399 @@
+"""The pre-training input pipeline: webdataset shards -> augmented, tokenised batches, resumable.
+
+Shards are the `pairs` stage's webdataset tars (`<key>.jpg` + `<key>.txt`), read by a small tar
+reader (`read_tar`: ustar, pax and GNU long names; webdataset's `tarfile`-based reader parses
+headers ~10x slower, which dominated at 64 px) and shuffled by webdataset's `shuffle` buffer.
+Captions come from the manifest. Decoding and augmentation run in the DataLoader workers.
+
+Epoch plan (everything is computed from the manifest, nothing from a hard-coded length):
+
+- Each rank reads `V = max(1, workers)` *streams*; stream `v` of rank `r` is DataLoader worker `v`.
+  Batch `j` of an epoch (per rank) is local batch `j // V` of stream `j % V`, which is the order
+  in which a DataLoader hands out the batches of its workers (round robin).
+- `split: shards`: every stream owns whole shards (the same ones every epoch; greedy largest-first
+  balancing by the manifest's per-shard counts), reads them in a per-epoch random order and
+  shuffles its samples with a buffer. `split: samples`: every stream reads all shards and keeps
+  the rows a per-epoch permutation of the manifest assigns to it (exact balance, but every
+  stream reads every shard: use it only when there are few shards). `auto` takes `shards` when
+  it loses at most 2% of the batches of an epoch, else `samples`.
+- Steps per epoch (per rank) `S = len(manifest) // (world_size * batch_size)` in `samples` mode,
+  and at most that in `shards` mode (bounded by what the smallest stream can fill). Every rank
+  gets exactly `S` batches, the remainder is dropped, and no sample is used twice in an epoch,
+  so DDP ranks never wait on each other at an epoch's end.
+- Randomness is seeded, never global: the shard order and shuffle buffer by (seed, epoch, rank,
+  stream), the crop/flip/jitter/erasing and the prompt sampling of a sample by (seed, epoch, key).
+- Only samples whose (shard, key) is a manifest row are used (the `pairs` stage validated those);
+  others are skipped and counted. A shard that yields fewer manifest rows than recorded is an error.
+- Resume: `make_batches(s)` yields exactly `make_batches(0)` from its item `s` on; the skipped
+  batches are read but not decoded.
+
+Shapes: B batch per rank, K prompts, T context length, S output image side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import webdataset as wds
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchvision.io import ImageReadMode, decode_image
+
+from cocu.training.augment import NUM_UNIFORMS, augment, erase_boxes
+from cocu.training.data_config import DataConfig
+
+log = logging.getLogger(__name__)
+
+Tokenizer = Callable[[list[str]], Tensor]  # texts -> int64 [n, T]
+PromptFn = Callable[[str, str, np.random.Generator], list[str]]  # (key, caption, rng) -> [caption] + K
+BALANCE_TOLERANCE = 0.02  # `auto` split: shards mode if it drops at most this fraction of an epoch
+
+
+def _seed(*parts: object) -> int:
+    """A 63-bit seed from any values, stable across processes (unlike `hash`)."""
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little") >> 1
+
+
+# --------------------------------------------------------------------------------------------
+# epoch plan
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    mode: str  # "shards" | "samples"
+    streams: int  # V per rank
+    steps_per_epoch: int  # S batches per rank
+    shards_of_slot: tuple[tuple[int, ...], ...]  # shards mode: [world * V] shard indices per stream
+
+
+def plan_split(shard_counts: Sequence[int], world_size: int, streams: int, batch_size: int,
+               mode: str = "auto") -> SplitPlan:
+    """Divide an epoch among `world_size * streams` streams (module docstring)."""
+    counts = np.asarray(shard_counts, dtype=np.int64)  # [n_shards] manifest rows per shard
+    nominal = int(counts.sum()) // (world_size * batch_size)
+    if nominal == 0:
+        raise ValueError(f"{int(counts.sum())} samples are fewer than one global batch "
+                         f"({world_size} ranks x {batch_size})")
+    slots = world_size * streams
+    load = np.zeros(slots, dtype=np.int64)
+    owned: list[list[int]] = [[] for _ in range(slots)]
+    for shard in np.argsort(-counts, kind="stable"):  # largest first onto the least loaded stream
+        slot = int(np.argmin(load))
+        owned[slot].append(int(shard))
+        load[slot] += counts[shard]
+    full = (load // batch_size).reshape(world_size, streams)  # whole batches each stream can fill
+    by_shards = min(nominal, int((full * streams + np.arange(streams)).min()))  # j%V == v needs j <= a*V+v
+    if mode == "auto":
+        mode = "shards" if by_shards >= (1 - BALANCE_TOLERANCE) * nominal and by_shards > 0 else "samples"
+    if mode == "shards":
+        if by_shards == 0:
+            raise ValueError(f"split 'shards': {len(counts)} shards cannot fill a batch on each of "
+                             f"{slots} streams")
+        return SplitPlan("shards", streams, by_shards, tuple(tuple(sorted(o)) for o in owned))
+    if mode != "samples":
+        raise ValueError(f"unknown split mode {mode!r} (auto | shards | samples)")
+    return SplitPlan("samples", streams, nominal, ())
+
+
+# --------------------------------------------------------------------------------------------
+# shard reading
+
+
+class ShardError(Exception):
+    """A tar that cannot be read to its end."""
+
+
+def _octal(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:  # base-256 (GNU) for large values
+        return int.from_bytes(field[1:], "big")
+    return int(field.strip(b"\0 ") or b"0", 8)
+
+
+def read_tar(path: str, want: Callable[[str], bool]) -> Iterator[tuple[str, bytes | None]]:
+    """(name, data) of every regular file of a tar, in order; data is None where `want(name)` is
+    false (skipped unread). A minimal ustar / pax / GNU-longname reader: Python's `tarfile` (which
+    webdataset uses) spends ~10x longer per header, the bottleneck of the pipeline at 64 px."""
+    pax_name = pax_size = long_name = None
+    with open(path, "rb", buffering=1 << 20) as f:
+        while True:
+            header = f.read(512)
+            if len(header) < 512 or header.count(0) == 512:
+                return  # end of archive (a zero block, or a file without one)
+            if _octal(header[148:156]) != sum(header[:148]) + 256 + sum(header[156:]):
+                raise ShardError(f"{path}: bad header checksum at byte {f.tell() - 512}")
+            size = pax_size if pax_size is not None else _octal(header[124:136])
+            kind = header[156:157]
+            regular = kind in (b"0", b"\0", b"7")
+            if regular:
+                name = pax_name or long_name or _text(header[:100])
+                prefix = header[345:500].split(b"\0", 1)[0] if header[257:265] == b"ustar\x0000" else b""
+                if prefix and not (pax_name or long_name):
+                    name = _text(prefix) + "/" + name
+                pax_name = pax_size = long_name = None
+            if regular and not want(name):
+                f.seek(size + (-size % 512), 1)
+                yield name, None
+                continue
+            data = f.read(size)
+            if len(data) < size:
+                raise ShardError(f"{path}: truncated member at byte {f.tell() - len(data)}")
+            f.seek(-size % 512, 1)
+            if regular:
+                yield name, data
+            elif kind == b"x":  # pax extended header: "<len> <key>=<value>\n" records for the next member
+                pax_name, pax_size = None, None
+                for key, value in _pax_records(data):
+                    if key == b"path":
+                        pax_name = value.decode("utf-8", "surrogateescape")
+                    elif key == b"size":
+                        pax_size = int(value)
+            elif kind == b"L":  # GNU long name of the next member
+                long_name = _text(data)
+
+
+def _text(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _pax_records(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    pos = 0
+    while pos < len(data) and data[pos:pos + 1] != b"\0":
+        length = int(data[pos:data.index(b" ", pos)])
+        record = data[data.index(b" ", pos) + 1: pos + length - 1]  # without the newline
+        key, _, value = record.partition(b"=")
+        yield key, value
+        pos += length
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """webdataset's convention: `dir/abc.def.jpg` -> key `dir/abc`, extension `def.jpg`."""
+    head, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{head}/{stem}" if head else stem), ext.lower()
+
+
+def shard_images(path: str, image_keys: Sequence[str],
+                 skipped: dict[str, int]) -> Iterator[tuple[str, bytes | None]]:
+    """(key, image bytes or None) per sample of a shard, the first of `image_keys` present.
+
+    A tar that breaks is counted as `corrupt_shard` in `skipped`; the samples before the break
+    are kept and the one being read is dropped (as `cocu.data.shards` does when indexing).
+    """
+    wanted = set(image_keys)
+    key, group = None, {}
+    try:
+        for name, data in read_tar(path, lambda n: _split_name(n)[1] in wanted):
+            k, ext = _split_name(name)
+            if k != key:
+                if key is not None:
+                    yield key, next((group[e] for e in image_keys if e in group), None)
+                key, group = k, {}
+            if data is not None:
+                group[ext] = data
+    except (ShardError, OSError, ValueError) as e:
+        skipped["corrupt_shard"] = skipped.get("corrupt_shard", 0) + 1
+        log.warning("stopped reading %s: %s", path, e)
+        return
+    if key is not None:
+        yield key, next((group[e] for e in image_keys if e in group), None)
+
+
+# --------------------------------------------------------------------------------------------
+# tokens
+
+
+class TokenCache:
+    """Tokenise texts through an LRU cache of rows (int32 [T]): template x concept strings recur."""
+
+    def __init__(self, tokenizer: Tokenizer, maxsize: int) -> None:
+        self.tokenizer, self.maxsize = tokenizer, maxsize
+        self.rows: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:  # [n, T] int32
+        missing = list(dict.fromkeys(t for t in texts if t not in self.rows))
+        if missing:
+            new = self.tokenizer(missing).numpy().astype(np.int32)  # [m, T]
+            self.rows.update(zip(missing, new))
+        for t in texts:
+            self.rows.move_to_end(t)
+        out = np.stack([self.rows[t] for t in texts])
+        while len(self.rows) > self.maxsize:
+            self.rows.popitem(last=False)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# the pipeline
+
+
+class PretrainData:
+    """The pre-training batch stream of one rank; `make_batches(start)` is the loop's BatchFactory.
+
+    Batches: `image` float [B, 3, S, S], `text` int64 [B, T] (captions), `prompts` int64 [B, K, T]
+    (when K > 0) and `key` list[str] (when `with_keys`).
+    """
+
+    def __init__(self, shards: Sequence[Path | str], manifest: pd.DataFrame, prompts: PromptFn,
+                 tokenizer: Tokenizer, cfg: DataConfig, *, image_size: int, batch_size: int,
+                 rank: int = 0, world_size: int = 1, seed: int = 0, pin_memory: bool = False,
+                 with_keys: bool = True, image_keys: Sequence[str] = ("jpg", "jpeg", "png", "webp")) -> None:
+        self.cfg, self.prompts, self.tokenizer = cfg, prompts, tokenizer
+        self.image_size, self.batch_size, self.seed = int(image_size), int(batch_size), int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.pin_memory, self.with_keys, self.image_keys = pin_memory, with_keys, tuple(image_keys)
+        by_name = {Path(s).name: str(s) for s in shards}
+        names = sorted(manifest["shard"].unique())
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} shards of the manifest are not among the shard files, "
+                                    f"e.g. {missing[0]} (re-run the `pairs` stage?)")
+        self.shard_paths = [by_name[n] for n in names]  # shard index -> path
+        shard_index = {n: i for i, n in enumerate(names)}
+        self.keys: list[str] = manifest["key"].tolist()
+        self.captions: list[str] = manifest["caption"].tolist()
+        self.row_shard = manifest["shard"].map(shard_index).to_numpy(np.int64)  # [N]
+        self.row_of = {k: i for i, k in enumerate(self.keys)}
+        self.shard_of_url = {p: i for i, p in enumerate(self.shard_paths)}
+        counts = np.bincount(self.row_shard, minlength=len(names))
+        self.plan = plan_split(counts, world_size, max(1, cfg.workers), batch_size, cfg.split)
+        self.steps_per_epoch = self.plan.steps_per_epoch
+        self._tokens: TokenCache | None = None
+        log.info("data: %d pairs in %d shards, split %s, %d streams/rank, %d steps/epoch of %d x %d",
+                 len(self.keys), len(names), self.plan.mode, self.plan.streams, self.steps_per_epoch,
+                 world_size, batch_size)
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """Samples used per epoch over all ranks (the loop's `samples_per_epoch`)."""
+        return self.steps_per_epoch * self.batch_size * self.world_size
+
+    def __call__(self, start_batch: int) -> Iterator[dict]:
+        return self.make_batches(start_batch)
+
+    def make_batches(self, start_batch: int = 0, stop_batch: int | None = None) -> Iterator[dict]:
+        """Batches `start_batch`, `start_batch + 1`, ... (endless, or up to `stop_batch`), counted
+        in this rank's batches since the start of training (epoch = index // steps_per_epoch)."""
+        if self.cfg.workers == 0:
+            return self._worker_batches(0, 1, start_batch, stop_batch)
+        loader = DataLoader(_Batches(self, start_batch, stop_batch), batch_size=None,
+                            num_workers=self.cfg.workers, pin_memory=self.pin_memory,
+                            prefetch_factor=self.cfg.prefetch)
+        return iter(loader)
+
+    # -- inside a worker -------------------------------------------------------------------
+
+    def _worker_batches(self, worker: int, workers: int, start: int, stop: int | None) -> Iterator[dict]:
+        """The batches worker `worker` serves: start + worker, start + worker + V, ..."""
+        steps, streams = self.steps_per_epoch, self.plan.streams
+        assert workers == streams, (workers, streams)
+        g = start + worker
+        while stop is None or g < stop:
+            epoch, j = divmod(g, steps)
+            end = (epoch + 1) * steps if stop is None else min((epoch + 1) * steps, stop)
+            count = len(range(g, end, streams))
+            yield from self._stream_batches(epoch, j % streams, j // streams, count)
+            g += count * streams
+
+    def _stream_rows(self, epoch: int, stream: int) -> tuple[list[str], np.ndarray | None]:
+        """(shard paths in this epoch's order, the rows the stream keeps or None = all rows read)."""
+        slot = self.rank * self.plan.streams + stream
+        rng = np.random.default_rng(_seed(self.seed, epoch, self.rank, stream, "shards"))
+        if self.plan.mode == "shards":
+            shards = list(self.plan.shards_of_slot[slot])
+            return [self.shard_paths[i] for i in rng.permutation(shards).tolist()], None
+        b, world = self.batch_size, self.world_size
+        order = np.random.default_rng(_seed(self.seed, epoch, "rows")).permutation(len(self.keys))
+        used = order[: self.steps_per_epoch * world * b].reshape(self.steps_per_epoch, world, b)
+        mine = used[stream:: self.plan.streams, self.rank].ravel()  # batches j = stream (mod V)
+        keep = np.zeros(len(self.keys), dtype=bool)
+        keep[mine] = True
+        return [self.shard_paths[i] for i in rng.permutation(len(self.shard_paths)).tolist()], keep
+
+    def _members(self, urls: list[str], keep: np.ndarray | None,
+                 skipped: dict[str, int]) -> Iterator[tuple[int, bytes]]:
+        """(manifest row, image bytes) of the stream's samples, in file order."""
+        for url in urls:
+            shard = self.shard_of_url[url]
+            for key, image in shard_images(url, self.image_keys, skipped):
+                row = self.row_of.get(key)
+                if row is None or self.row_shard[row] != shard:
+                    skipped["not_in_manifest"] = skipped.get("not_in_manifest", 0) + 1
+                    continue
+                if keep is not None and not keep[row]:
+                    continue
+                if image is None:
+                    raise RuntimeError(f"{url}:{key}: no image member (shards changed since the manifest "
+                                       "was written? re-run the `pairs` stage)")
+                yield row, image
+
+    def _stream_batches(self, epoch: int, stream: int, first: int, count: int) -> Iterator[dict]:
+        """Local batches first .. first + count - 1 of one stream in one epoch."""
+        urls, keep = self._stream_rows(epoch, stream)
+        skipped: dict[str, int] = {}
+        samples = self._members(urls, keep, skipped)
+        if self.cfg.shuffle_buffer > 0:
+            rng = random.Random(_seed(self.seed, epoch, self.rank, stream, "buffer"))
+            samples = wds.shuffle(self.cfg.shuffle_buffer, initial=self.cfg.shuffle_buffer, rng=rng)(samples)
+        b = self.batch_size
+        samples = islice(samples, first * b, (first + count) * b)  # skipped batches: read, not decoded
+        for i in range(count):
+            chunk = list(islice(samples, b))
+            if len(chunk) < b:
+                raise RuntimeError(f"epoch {epoch}, rank {self.rank}, stream {stream}: the shards held fewer "
+                                   f"samples than the manifest lists ({urls[0]}, ...); re-run `pairs`")
+            yield self._collate(epoch, chunk)
+        if skipped:
+            log.warning("epoch %d rank %d stream %d: skipped %s", epoch, self.rank, stream, skipped)
+
+    def _collate(self, epoch: int, chunk: list[tuple[int, bytes]]) -> dict:
+        if self._tokens is None:
+            self._tokens = TokenCache(self.tokenizer, self.cfg.token_cache)
+        keys = [self.keys[row] for row, _ in chunk]
+        rngs = [np.random.default_rng(_seed(self.seed, epoch, k)) for k in keys]  # per (seed, epoch, key)
+        u = np.stack([r.random(NUM_UNIFORMS) for r in rngs])  # [B, NUM_UNIFORMS], first draws
+        texts = [self.prompts(k, self.captions[row], r) for k, (row, _), r in zip(keys, chunk, rngs)]
+        images = [self._decode(self.keys[row], data) for row, data in chunk]
+        image = augment(images, u, self.cfg, self.image_size)  # [B, 3, S, S]
+        if self.cfg.random_erasing > 0:
+            for i, (top, left, h, w) in enumerate(erase_boxes(self.image_size, u, self.cfg.random_erasing)):
+                if h > 0:  # timm "pixel" mode: per-pixel standard normal noise
+                    noise = rngs[i].standard_normal((3, h, w), dtype=np.float32)
+                    image[i, :, top:top + h, left:left + w] = torch.from_numpy(noise)
+        n_texts = len(texts[0])
+        tokens = torch.from_numpy(self._tokens([t for ts in texts for t in ts])).long()  # [B * (1 + K), T]
+        tokens = tokens.view(len(chunk), n_texts, -1)
+        batch = {"image": image, "text": tokens[:, 0].contiguous()}
+        if n_texts > 1:
+            batch["prompts"] = tokens[:, 1:].contiguous()  # [B, K, T]
+        if self.with_keys:
+            batch["key"] = keys
+        return batch
+
+    @staticmethod
+    def _decode(key: str, data: bytes) -> Tensor:
+        try:
+            return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except RuntimeError as e:
+            raise RuntimeError(f"{key}: image does not decode although the manifest lists it: {e}") from e
+
+
+class _Batches(IterableDataset):
+    """What each DataLoader worker iterates: its share of the batch sequence (round robin)."""
+
+    def __init__(self, data: PretrainData, start: int, stop: int | None) -> None:
+        self.data, self.start, self.stop = data, start, stop
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.data._worker_batches(worker, workers, self.start, self.stop)

@@ -1,0 +1,253 @@
+"""Text augmentation for pre-training: the caption plus K concept prompts per pair (method.md §5).
+
+Every variant returns `[caption] + K prompts`; each prompt is one concept wrapped in a random one
+of the 80 CLIP ImageNet templates, and missing prompts (fewer than K concepts available) are the
+caption itself. The variants differ only in where the K concepts come from:
+
+| variant     | concepts                                                | sampler (cocu.concepts.sampling) |
+|-------------|---------------------------------------------------------|----------------------------------|
+| `baseline`  | the pair's own caption concepts (vocabulary match)      | uniform, without replacement     |
+| `cocu`      | the curated archive                                     | `sample_cluster` (the paper)     |
+| `ranking`   | the curated archive                                     | `sample_topk` (official default) |
+| `expansion` | the curated archive                                     | `sample_uniform`                 |
+| `oracle`    | the hidden ground truth (synthetic world only)          | uniform, without replacement     |
+
+`oracle` is an upper bound that no real method can reach, never a default; it is the only path
+here that reads ground truth, and the other variants refuse a ground-truth argument.
+All functions are pure given the explicit `rng` (one per sample, see cocu.training.data).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, Protocol
+
+import numpy as np
+import pyarrow.compute as pc
+
+from cocu.concepts.archive import read_archives
+from cocu.concepts.sampling import sample_cluster, sample_topk, sample_uniform
+from cocu.concepts.vocabulary import Vocabulary
+from cocu.data.templates import IMAGENET_TEMPLATES
+
+log = logging.getLogger(__name__)
+
+Variant = Literal["baseline", "cocu", "ranking", "expansion", "oracle"]
+VARIANTS: tuple[str, ...] = ("baseline", "cocu", "ranking", "expansion", "oracle")
+ARCHIVE_METHODS = {"cocu": "cluster", "ranking": "topk", "expansion": "uniform"}  # variant -> sampler
+
+
+# --------------------------------------------------------------------------------------------
+# pure text functions
+
+
+def wrap_in_templates(concepts: Sequence[str], rng: np.random.Generator,
+                      templates: Sequence[str] = IMAGENET_TEMPLATES) -> list[str]:
+    """Each concept in a template drawn uniformly (with replacement) from `templates`."""
+    picks = rng.integers(len(templates), size=len(concepts))
+    return [templates[t].format(c) for t, c in zip(picks.tolist(), concepts)]
+
+
+def build_texts(caption: str, concepts: Sequence[str], k: int, rng: np.random.Generator,
+                templates: Sequence[str] = IMAGENET_TEMPLATES) -> list[str]:
+    """`[caption] + k prompts`: the first k concepts templated, padded with the caption."""
+    prompts = wrap_in_templates(list(concepts)[:k], rng, templates)
+    return [caption, *prompts, *[caption] * (k - len(prompts))]
+
+
+# --------------------------------------------------------------------------------------------
+# concept archives
+
+
+class Archive(NamedTuple):
+    concepts: tuple[str, ...]  # [A] sorted by score, descending
+    scores: np.ndarray  # [A] float32
+    clusters: np.ndarray  # [A] int32
+
+
+EMPTY_ARCHIVE = Archive((), np.zeros(0, np.float32), np.zeros(0, np.int32))
+
+
+class ConceptArchives(Mapping):
+    """key -> Archive, stored flat (CSR over a table of unique concept strings).
+
+    Flat numpy arrays rather than millions of small Python objects: DataLoader workers share them
+    after fork without copying (Python refcounts would touch, and so copy, every object's page).
+    `num_missing` counts the keys given at load time that have no archive (they get the empty one).
+    """
+
+    def __init__(self, keys: Sequence[str], names: Sequence[str], offsets: np.ndarray,
+                 ids: np.ndarray, scores: np.ndarray, clusters: np.ndarray) -> None:
+        self.index = {k: i for i, k in enumerate(keys)}
+        if len(self.index) != len(keys):
+            raise ValueError(f"concept archives: {len(keys) - len(self.index)} duplicate keys")
+        self.names = tuple(names)  # unique concept strings
+        self.offsets = offsets  # [N + 1] int64
+        self.ids = ids  # [M] int32 into names
+        self.scores = scores  # [M] float32
+        self.clusters = clusters  # [M] int32
+        self.num_missing = 0
+
+    def __getitem__(self, key: str) -> Archive:
+        i = self.index[key]
+        lo, hi = self.offsets[i], self.offsets[i + 1]
+        return Archive(tuple(self.names[j] for j in self.ids[lo:hi].tolist()),
+                       self.scores[lo:hi], self.clusters[lo:hi])
+
+    def lookup(self, key: str) -> Archive:
+        """The archive of `key`, or the empty archive when there is none."""
+        return self[key] if key in self.index else EMPTY_ARCHIVE
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def count_missing(self, keys: Sequence[str]) -> int:
+        """How many of `keys` have no archive (recorded in `num_missing` and logged)."""
+        self.num_missing = sum(1 for k in keys if k not in self.index)
+        if self.num_missing:
+            log.warning("%d of %d keys have no concept archive: their prompts are the caption",
+                        self.num_missing, len(keys))
+        return self.num_missing
+
+
+def load_archives(folder: Path | str, keys: Sequence[str] | None = None) -> ConceptArchives:
+    """Read the `curate` stage's parquet shards (key, concepts, scores, clusters) into memory.
+
+    With `keys` (the manifest's), the keys without an archive are counted (`num_missing`).
+    """
+    table = read_archives(folder, columns=["key", "concepts", "scores", "clusters"])
+    lists = {c: table.column(c).combine_chunks() for c in ("concepts", "scores", "clusters")}
+    offsets = {c: a.offsets.to_numpy().astype(np.int64) - a.offsets[0].as_py() for c, a in lists.items()}
+    if not (np.array_equal(offsets["concepts"], offsets["scores"])
+            and np.array_equal(offsets["concepts"], offsets["clusters"])):
+        raise ValueError(f"{folder}: concepts, scores and clusters differ in length for some rows")
+    encoded = pc.dictionary_encode(lists["concepts"].flatten())
+    archives = ConceptArchives(
+        keys=table.column("key").to_pylist(),
+        names=encoded.dictionary.to_pylist(),
+        offsets=offsets["concepts"],
+        ids=encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32),
+        scores=lists["scores"].flatten().to_numpy(zero_copy_only=False).astype(np.float32),
+        clusters=lists["clusters"].flatten().to_numpy(zero_copy_only=False).astype(np.int32),
+    )
+    if keys is not None:
+        archives.count_missing(keys)
+    log.info("loaded %d concept archives (%d entries, %d distinct concepts) from %s",
+             len(archives), len(archives.ids), len(archives.names), folder)
+    return archives
+
+
+# --------------------------------------------------------------------------------------------
+# concept pickers: (key, caption, k, rng) -> at most k concepts
+
+
+class ConceptPicker(Protocol):
+    def __call__(self, key: str, caption: str, k: int, rng: np.random.Generator) -> Sequence[str]: ...
+
+
+@dataclass(frozen=True)
+class CaptionPicker:
+    """GroupViT baseline: k of the caption's own vocabulary concepts, without replacement."""
+
+    vocab: Vocabulary
+
+    def __call__(self, key: str, caption: str, k: int, rng: np.random.Generator) -> Sequence[str]:
+        return sample_uniform(self.vocab.extract(caption), k, rng)
+
+
+@dataclass(frozen=True)
+class ArchivePicker:
+    """CoCu and its ablations: k concepts of the pair's curated archive, by `method`."""
+
+    archives: Mapping[str, Archive]
+    method: Literal["cluster", "topk", "uniform"]
+
+    def __call__(self, key: str, caption: str, k: int, rng: np.random.Generator) -> Sequence[str]:
+        concepts, scores, clusters = self.archives.get(key, EMPTY_ARCHIVE)
+        if self.method == "cluster":
+            return sample_cluster(concepts, scores, clusters, k, rng)
+        if self.method == "topk":
+            return sample_topk(concepts, scores, k)
+        return sample_uniform(concepts, k, rng)
+
+
+@dataclass(frozen=True)
+class OraclePicker:
+    """UPPER BOUND, synthetic world only: k of the concepts truly present, without replacement."""
+
+    present: Mapping[str, tuple[str, ...]]
+
+    def __call__(self, key: str, caption: str, k: int, rng: np.random.Generator) -> Sequence[str]:
+        if key not in self.present:
+            raise KeyError(f"oracle: no ground truth for key {key!r}")
+        return sample_uniform(self.present[key], k, rng)
+
+
+@dataclass(frozen=True)
+class PromptSource:
+    """`source(key, caption, rng) -> [caption] + num_prompts prompts` for one pair."""
+
+    variant: str
+    picker: ConceptPicker
+    num_prompts: int = 3  # K
+    templates: tuple[str, ...] = IMAGENET_TEMPLATES
+
+    def __call__(self, key: str, caption: str, rng: np.random.Generator) -> list[str]:
+        concepts = self.picker(key, caption, self.num_prompts, rng) if self.num_prompts else ()
+        return build_texts(caption, concepts, self.num_prompts, rng, self.templates)
+
+
+def make_prompt_source(
+    variant: Variant,
+    vocab: Vocabulary | None = None,
+    archives: Mapping[str, Archive] | None = None,
+    ground_truth: Any = None,
+    num_prompts: int = 3,
+    templates: Sequence[str] = IMAGENET_TEMPLATES,
+) -> PromptSource:
+    """The prompt source of a pre-training variant (table in the module docstring).
+
+    Args:
+        vocab: the concept vocabulary (`baseline`).
+        archives: `load_archives(...)` output (`cocu`, `ranking`, `expansion`).
+        ground_truth: `cocu.data.manifest.read_ground_truth(...)` (a frame with `key`,
+            `gt_present`) or a mapping key -> present concepts; `oracle` only, refused otherwise.
+        num_prompts: K; 0 gives `[caption]` only.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    if ground_truth is not None and variant != "oracle":
+        raise ValueError(f"variant {variant!r} must not see the ground truth; only `oracle` reads it")
+    if num_prompts < 0:
+        raise ValueError(f"num_prompts must be >= 0, got {num_prompts}")
+    picker: ConceptPicker
+    if variant == "baseline":
+        if vocab is None:
+            raise ValueError("variant 'baseline' needs the concept vocabulary (vocab=...)")
+        picker = CaptionPicker(vocab)
+    elif variant in ARCHIVE_METHODS:
+        if archives is None:
+            raise ValueError(f"variant {variant!r} needs the concept archives (archives=load_archives(...))")
+        picker = ArchivePicker(archives, ARCHIVE_METHODS[variant])
+    else:
+        if ground_truth is None:
+            raise ValueError("variant 'oracle' (an upper bound) needs "
+                             "ground_truth=read_ground_truth(manifest); "
+                             "only the synthetic world has it")
+        picker = OraclePicker(_present_concepts(ground_truth))
+        log.warning("prompt source 'oracle': ground-truth concepts as prompts (upper bound, not a method)")
+    return PromptSource(variant, picker, num_prompts, tuple(templates))
+
+
+def _present_concepts(ground_truth: Any) -> dict[str, tuple[str, ...]]:
+    if isinstance(ground_truth, Mapping):
+        return {str(k): tuple(v) for k, v in ground_truth.items()}
+    if hasattr(ground_truth, "columns") and {"key", "gt_present"} <= set(ground_truth.columns):
+        return {str(k): tuple(v) for k, v in zip(ground_truth["key"], ground_truth["gt_present"])}
+    raise TypeError("ground_truth must be read_ground_truth(...)'s frame or a mapping key -> concepts")

@@ -1,0 +1,158 @@
+"""cocu.launch.executor / jobs without a cluster: in-process runs, the debug executor, the sbatch dry run."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import submitit
+from submitit.helpers import DelayedSubmission
+
+import cocu.launch.distributed  # noqa: F401  (imports torch at collection, not inside a timed test)
+from cocu.config import ConfigError, LauncherConfig, from_dict
+from cocu.launch import executor as ex
+from cocu.launch.jobs import CheckpointableTask, JobCall, distributed_env, master_port
+from tests.conftest import write_params
+
+SLURM_2x4 = {
+    "cluster": "slurm", "partition": "gpu", "nodes": 2, "gpus_per_node": 4, "cpus_per_task": 8, "mem_gb": 256,
+    "timeout_min": 1440, "signal_delay_s": 120, "max_requeues": 3, "folder": "logs/submitit",
+    "extra_sbatch": {"constraint": "a100", "qos": "high", "exclusive": ""},
+}
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _pid_and_square(x: int) -> tuple[int, int]:
+    return os.getpid(), x * x
+
+
+def _boom(x: int) -> None:
+    raise ValueError(f"intentional failure on {x}")
+
+
+def _read_step(run_dir: Path) -> int:
+    return len(list(run_dir.iterdir()))
+
+
+def test_local_runs_in_this_process(tmp_path: Path) -> None:
+    cfg = LauncherConfig(cluster="local")
+    pid, y = ex.run_job(_pid_and_square, 7, cfg=cfg, name="t", folder=tmp_path)
+    assert (pid, y) == (os.getpid(), 49)
+    assert isinstance(ex.make_executor(cfg, "t", tmp_path), ex.InProcessExecutor)
+    assert not any(tmp_path.iterdir())  # no pickles, no logs
+
+
+def test_local_failure_keeps_the_original_exception(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="intentional failure on 3") as info:
+        ex.run_job(_boom, 3, cfg=LauncherConfig(cluster="local"), name="t", folder=tmp_path)
+    assert any(frame.name == "_boom" for frame in info.traceback)
+
+
+def test_debug_executor(tmp_path: Path) -> None:
+    cfg = LauncherConfig(cluster="debug")
+    assert isinstance(ex.make_executor(cfg, "t", tmp_path)._executor, submitit.DebugExecutor)
+    assert ex.run_job(_square, 6, cfg=cfg, name="t", folder=tmp_path) == 36
+
+
+def test_map_shards_keeps_order(tmp_path: Path) -> None:
+    assert ex.map_shards(_square, range(5), LauncherConfig(cluster="local"), "emb") == [0, 1, 4, 9, 16]
+    assert ex.map_shards(_square, [3, 1], LauncherConfig(cluster="debug"), "emb", tmp_path) == [9, 1]
+
+
+def test_sbatch_dry_run_has_every_resource(tmp_path: Path) -> None:
+    cfg = from_dict(LauncherConfig, SLURM_2x4)
+    script = ex.sbatch_script(cfg, "pretrain", tmp_path)
+    lines = set(script.splitlines())
+    for expected in ("#SBATCH --partition=gpu", "#SBATCH --nodes=2", "#SBATCH --gpus-per-node=4",
+                     "#SBATCH --ntasks-per-node=4", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=256GB",
+                     "#SBATCH --time=1440", "#SBATCH --signal=USR2@120", "#SBATCH --requeue",
+                     "#SBATCH --constraint=a100", "#SBATCH --qos=high", "#SBATCH --exclusive",
+                     "#SBATCH --job-name=pretrain", "export SUBMITIT_EXECUTOR=slurm"):
+        assert expected in lines, f"{expected!r} missing from\n{script}"
+    assert f"--output={tmp_path}/%j/%j_0_log.out" in script
+    assert "srun --unbuffered" in script and "-m submitit.core._submit" in script
+
+
+def test_sbatch_dry_run_without_srun_and_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda name, *a, **k: None)  # a laptop: no srun on PATH
+    cfg = LauncherConfig(cluster="local", timeout_min=10, signal_delay_s=60)  # dry run shows slurm anyway
+    script = ex.sbatch_script(cfg, "embed", tmp_path)
+    assert "#SBATCH --ntasks-per-node=1" in script and "#SBATCH --signal=USR2@60" in script
+    assert "gpus-per-node" not in script and "--partition" not in script
+
+
+def test_array_elements_are_single_task(tmp_path: Path) -> None:
+    script = ex.sbatch_script(from_dict(LauncherConfig, SLURM_2x4), "embed", tmp_path, shard=True)
+    assert "#SBATCH --nodes=1" in script and "#SBATCH --ntasks-per-node=1" in script
+    assert "#SBATCH --gpus-per-node=1" in script
+
+
+def test_signal_delay_must_fit_in_the_time_limit() -> None:
+    cfg = LauncherConfig(cluster="slurm", timeout_min=2, signal_delay_s=90)  # gotcha 1: USR2 at start
+    with pytest.raises(ConfigError, match="signal_delay_s"):
+        ex.executor_parameters(cfg, "t")
+
+
+def test_cli_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    params = write_params(tmp_path, launcher={**SLURM_2x4, "folder": str(tmp_path / "jobs")})
+    assert ex.main(["--params", str(params), "--dry-run", "--stage", "pretrain"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("#!/bin/bash") and "#SBATCH --nodes=2" in out
+    assert f"{tmp_path}/jobs/pretrain/%j" in out
+
+
+def test_cli_reports_a_bad_params_file(tmp_path: Path) -> None:
+    assert ex.main(["--params", str(tmp_path / "missing.yaml"), "--dry-run"]) == 2
+
+
+def test_checkpoint_requeues_the_same_callable(tmp_path: Path) -> None:
+    task = CheckpointableTask(_read_step, tmp_path / "run")
+    assert task() == 0 and task.attempt == 1
+    delayed = task.checkpoint()
+    assert isinstance(delayed, DelayedSubmission)
+    assert delayed.function is task and delayed.args == () and delayed.kwargs == {}
+    (tmp_path / "run" / "ckpt_1").touch()
+    assert delayed.result() == 1 and task.attempt == 2  # the requeued call resumes from run_dir
+
+
+def test_distributed_env_from_a_slurm_job() -> None:
+    env = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "8", "SLURM_PROCID": "5",
+           "SLURM_LOCALID": "1", "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "gpu[07-08]",
+           "RANK": "0", "WORLD_SIZE": "1"}  # stale values copied from the submitting shell
+    dist = distributed_env(env)
+    assert (dist.rank, dist.world_size, dist.local_rank) == (5, 8, 1)
+    exported = tuple(env[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"))
+    assert exported == ("5", "8", "1", "4")
+    assert env["MASTER_ADDR"] == "gpu07" and env["MASTER_PORT"] == str(master_port("4242"))
+    assert 20000 <= master_port("4242") < 60000 and master_port("4242") != master_port("4243")
+
+
+def test_distributed_env_leaves_other_runs_alone() -> None:
+    env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}  # torchrun
+    assert distributed_env(env).rank == 1 and set(env) == {"RANK", "WORLD_SIZE", "LOCAL_RANK"}
+    assert distributed_env({}).world_size == 1
+
+
+def test_log_tail_follows_partial_lines(tmp_path: Path) -> None:
+    path, seen = tmp_path / "log.out", []
+    tail = ex.LogTail(path, seen.append)
+    tail.poll()  # not there yet
+    path.write_text("one\ntw")
+    tail.poll()
+    with path.open("a") as f:
+        f.write("o\nthree")
+    tail.poll()
+    assert seen == ["one", "two"]
+    tail.poll(final=True)
+    assert seen == ["one", "two", "three"]
+
+
+def test_job_call_is_a_plain_call_in_process(caplog: pytest.LogCaptureFixture) -> None:
+    level = logging.getLogger().level
+    assert JobCall(_square, 5)() == 25
+    assert logging.getLogger().level == level  # in-process: the caller's logging is untouched

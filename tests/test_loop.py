@@ -1,0 +1,140 @@
+"""The training loop on CPU: exact resume, checkpoints, tracker calls, the batch contract, learning."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from cocu.models.config import (
+    ImageEncoderConfig, ModelConfig, ProjectorConfig, TextEncoderConfig, tiny_model_config,
+)
+from cocu.models.factory import build_model
+from cocu.training.batches import InMemoryBatches, random_pairs
+from cocu.config import from_dict
+from cocu.training.checkpoint import (
+    capture_rng, latest_checkpoint, list_checkpoints, load_checkpoint, load_model_state, restore_rng,
+    sha256_file,
+)
+from cocu.training.config import TrainConfig
+from cocu.training.loop import train
+
+# smaller than the synthetic world's model, with drop path on so that resuming must restore RNG
+MICRO = ModelConfig(
+    image=ImageEncoderConfig(img_size=32, patch_size=8, width=32, depths=(1, 1, 1), num_heads=(2, 2, 2),
+                             num_group_tokens=(4, 2, 0), num_output_groups=(4, 2), drop_path=0.1),
+    text=TextEncoderConfig(context_length=16, vocab_size=1000, width=32, layers=1, heads=2),
+    projector=ProjectorConfig(hidden_dim=64, out_dim=32),
+)
+CFG = TrainConfig(batch_size=4, epochs=1, warmup_epochs=0, steps=6, warmup_steps=2, accum_steps=2,
+                  base_lr=0.5, warmup_lr=0.0, min_lr=0.0, checkpoint_every=2, log_every=1, num_prompts=2)
+
+
+class RecordingTracker:
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.metrics: list[tuple[int, dict[str, float]]] = []
+        self.tags: dict[str, str] = {}
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.params.update(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.metrics.append((step, metrics))
+
+    def log_artifact(self, path: str | Path) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.tags.update(tags)
+
+
+def micro_data(n: int = 16) -> InMemoryBatches:
+    images, texts, prompts = random_pairs(n, 32, 16, 2, seed=1, vocab_size=1000)
+    return InMemoryBatches(images, texts, prompts, batch_size=4, seed=2)
+
+
+def fresh_model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(MICRO)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -> None:
+    straight = fresh_model()
+    done = train(straight, CFG, micro_data(), tmp_path / "a")
+    assert done.finished and done.step == 6 and done.resumed_from is None
+
+    first = train(fresh_model(), CFG, micro_data(), tmp_path / "b", stop_at_step=3)
+    assert not first.finished and first.step == 3
+    resumed_model = fresh_model(seed=123)  # different init: everything must come from the checkpoint
+    second = train(resumed_model, CFG, micro_data(), tmp_path / "b")
+    assert second.resumed_from == 3 and second.finished
+    for (name, a), b in zip(straight.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoints_are_complete_atomic_and_pruned(tmp_path: Path) -> None:
+    tracker = RecordingTracker()
+    result = train(fresh_model(), CFG, micro_data(), tmp_path, tracker=tracker)
+    names = [p.name for p in tmp_path.iterdir()]
+    assert names and all(n.startswith("ckpt_") and n.endswith(".pt") for n in names)  # no temp files
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_00000004.pt", "ckpt_00000006.pt"]
+    state = load_checkpoint(latest_checkpoint(tmp_path))  # weights_only=True
+    assert state["step"] == 6 and state["batches_consumed"] == 12 and state["samples_seen"] == 48
+    assert {"model", "optimizer", "scaler", "rng", "train_config", "model_config"} <= set(state)
+    assert len(state["rng"]) == 1 and state["model_config"]["image"]["depths"] == (1, 1, 1)
+    assert result.checkpoint_sha256 == sha256_file(result.checkpoint) == tracker.tags["checkpoint_sha256"]
+    steps = [s for s, _ in tracker.metrics]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert {"loss", "itc", "mlc", "lr", "images_per_s", "grad_norm"} <= set(tracker.metrics[0][1])
+    assert tracker.metrics[0][1]["lr"] == pytest.approx(0.0)  # warmup_lr at step 0, scaled
+    assert tracker.params["train.total_batch"] == 8
+
+
+def test_final_checkpoint_rebuilds_the_model(tmp_path: Path) -> None:
+    trained = fresh_model()
+    result = train(trained, CFG, micro_data(), tmp_path)
+    state, cfg = load_model_state(result.checkpoint)
+    rebuilt = build_model(from_dict(ModelConfig, cfg))
+    rebuilt.load_state_dict(state)  # strict
+    assert rebuilt.cfg == MICRO
+    for a, b in zip(trained.state_dict().values(), rebuilt.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_rng_state_roundtrip() -> None:
+    state = capture_rng()
+    a = (torch.rand(3), __import__("random").random(), __import__("numpy").random.rand())
+    restore_rng(state)
+    b = (torch.rand(3), __import__("random").random(), __import__("numpy").random.rand())
+    assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def test_batch_stream_resumes_at_position_and_splits_by_rank() -> None:
+    images, texts, prompts = random_pairs(12, 8, 6, 1, seed=0, vocab_size=100)
+    single = InMemoryBatches(images, texts, prompts, batch_size=4, seed=5)
+    head = list(itertools.islice(single(0), 7))  # 3 batches per epoch: crosses two epoch boundaries
+    for start in (0, 2, 5):
+        for x, y in zip(head[start:], single(start)):
+            assert torch.equal(x["text"], y["text"]) and torch.equal(x["prompts"], y["prompts"])
+    assert not torch.equal(head[0]["text"], head[3]["text"])  # reshuffled per epoch
+    ranks = [InMemoryBatches(images, texts, prompts, 2, seed=5, rank=r, world_size=2) for r in range(2)]
+    for step, parts in enumerate(zip(*(itertools.islice(r(0), 4) for r in ranks))):
+        assert torch.equal(torch.cat([p["image"] for p in parts]), head[step]["image"])
+
+
+@pytest.mark.slow
+def test_loss_falls_on_a_tiny_fixed_dataset(tmp_path: Path) -> None:
+    """40 steps of the synthetic world's model on 32 random images with distinct captions."""
+    images, texts, prompts = random_pairs(32, 64, 32, 3, seed=0)
+    cfg = TrainConfig(batch_size=16, epochs=1, warmup_epochs=0, steps=40, warmup_steps=4,
+                      base_lr=512 * 1e-3, warmup_lr=0.0, min_lr=0.0, log_every=5, checkpoint_every=100)
+    tracker = RecordingTracker()
+    torch.manual_seed(0)
+    train(build_model(tiny_model_config()), cfg, InMemoryBatches(images, texts, prompts, 16), tmp_path,
+          tracker=tracker)
+    losses = [m["loss"] for _, m in tracker.metrics]
+    assert losses[-1] < 0.5 * losses[0], losses

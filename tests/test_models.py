@@ -1,0 +1,151 @@
+"""GroupViT contracts: parameter counts, shapes, group tokens per stage, gradients, assignments."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cocu.models.config import ImageEncoderConfig, ModelConfig, paper_model_config, tiny_model_config
+from cocu.models.factory import PAPER_PARAMETER_COUNTS, build_model, parameter_counts
+from cocu.models.groupvit import GroupViT, hard_assignment
+from cocu.training.batches import random_pairs
+from cocu.training.losses import GroupViTLoss
+
+TINY = tiny_model_config()
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(TINY)
+
+
+def test_paper_parameter_counts_are_the_official_ones() -> None:
+    counts = parameter_counts(build_model(paper_model_config()))  # ~1 s
+    assert counts == PAPER_PARAMETER_COUNTS
+    assert counts["total"] == 55_726_610
+
+
+def test_text_encoder_count_decomposes_as_documented() -> None:
+    model = build_model(ModelConfig(image=TINY.image, projector=TINY.projector))  # paper text tower
+    layer = sum(p.numel() for p in model.text_encoder.blocks[0].parameters())
+    assert layer == 789_760
+    assert parameter_counts(model)["text_encoder"] == 12 * 789_760 + 49_408 * 256 + 77 * 256 + 512
+
+
+def test_forward_shapes_and_unit_norm(tiny_model: torch.nn.Module) -> None:
+    images, texts, prompts = random_pairs(4, 64, 32, 3)
+    out = tiny_model(images, texts, prompts)
+    assert out["image_features"].shape == (4, 64)
+    assert out["text_features"].shape == (4, 64)
+    assert out["prompt_features"].shape == (4, 3, 64)
+    for key in ("image_features", "text_features", "prompt_features"):
+        torch.testing.assert_close(out[key].norm(dim=-1), torch.ones(out[key].shape[:-1]))
+    assert float(out["logit_scale"].detach()) == pytest.approx(1 / 0.07, rel=1e-5)
+    assert float(out["multi_label_logit_scale"].detach()) == pytest.approx(1 / 0.07, rel=1e-5)
+    assert "prompt_features" not in tiny_model(images, texts)
+
+
+def test_group_tokens_per_stage_and_token_counts() -> None:
+    cfg = ImageEncoderConfig(img_size=32, patch_size=8, width=32, depths=(1, 1, 1), num_heads=(2, 2, 2),
+                             num_group_tokens=(8, 4, 0), num_output_groups=(6, 3))
+    enc = GroupViT(cfg).eval()
+    assert [0 if s.group_tokens is None else s.group_tokens.shape[1] for s in enc.stages] == [8, 4, 0]
+    tokens, softs, hw = enc.forward_groups(torch.randn(2, 3, 32, 32))
+    assert hw == (4, 4)
+    assert [tuple(s.shape) for s in softs] == [(2, 6, 16), (2, 3, 6)]  # 16 patches -> 6 -> 3 groups
+    assert tokens.shape == (2, 3, 32)
+    assert enc(torch.randn(2, 3, 32, 32)).shape == (2, 32)
+
+
+def test_encode_image_groups_contract(tiny_model: torch.nn.Module) -> None:
+    tiny_model.eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = tiny_model.encode_image_groups(images)
+        text = tiny_model.encode_text(random_pairs(5, 8, 32, 0)[1])
+        again = tiny_model.encode_image_groups(images)
+    tiny_model.train()
+    assign = out["assignment"]
+    assert assign.shape == (2, 4, 8, 8)  # [B, G, H/patch, W/patch]
+    torch.testing.assert_close(assign.sum(dim=1), torch.ones(2, 8, 8))
+    assert (assign >= 0).all()
+    assert out["group_features"].shape == (2, 4, 64)
+    torch.testing.assert_close(out["group_features"].norm(dim=-1), torch.ones(2, 4))
+    torch.testing.assert_close(out["image_features"].norm(dim=-1), torch.ones(2))
+    assert text.shape == (5, 64)
+    torch.testing.assert_close(text.norm(dim=-1), torch.ones(5))
+    assert torch.equal(out["assignment"], again["assignment"])  # eval: no Gumbel noise
+    assert tiny_model.scale() == pytest.approx(1 / 0.07, rel=1e-5)
+
+
+def test_other_input_size_interpolates_position_embedding(tiny_model: torch.nn.Module) -> None:
+    tiny_model.eval()
+    with torch.no_grad():
+        out = tiny_model.encode_image_groups(torch.randn(1, 3, 96, 128))
+    tiny_model.train()
+    assert out["assignment"].shape == (1, 4, 12, 16)
+
+
+def test_every_parameter_gets_a_finite_gradient() -> None:
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    images, texts, prompts = random_pairs(6, 64, 32, 3)
+    GroupViTLoss()(model(images, texts, prompts))["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert missing == []
+    # A token-mixing MLP's output bias adds a per-token constant that the next LayerNorm removes:
+    # its exact gradient is 0 (computed: rounding noise). Every other gradient must be non-zero.
+    shift_only = ("mix.mlp.fc2.bias", "group_projector.1.mlp.fc2.bias")
+    zero = [n for n, p in model.named_parameters() if p.grad.abs().sum() == 0 and not n.endswith(shift_only)]
+    assert zero == []
+    for stage in model.image_encoder.stages[:2]:
+        assert stage.group_tokens.grad.abs().sum() > 0
+    assert model.logit_scale.grad != 0 and model.multi_label_logit_scale.grad != 0
+
+
+def test_text_features_ignore_trailing_padding() -> None:
+    """The encoder trims padding columns after the batch's last end-of-text token; the features
+    equal a full-context pass (causal attention: no kept position sees the padding)."""
+    torch.manual_seed(0)
+    enc = build_model(TINY).text_encoder
+    tokens = random_pairs(4, 8, 32, 0, seed=3)[1]
+    tokens[:, 20:] = 0  # the longest text ends before column 20
+    tokens[0, 19] = 49407
+    x = enc.token_embedding(tokens) + enc.positional_embedding  # full 32 columns
+    for blk in enc.blocks:
+        x = blk(x, causal=True)
+    full = enc.ln_final(x)[torch.arange(4), tokens.argmax(-1)]
+    torch.testing.assert_close(enc(tokens), full, rtol=1e-5, atol=1e-6)
+
+
+def test_hard_assignment_is_one_hot_with_softmax_gradient() -> None:
+    logits = torch.randn(2, 5, 7, requires_grad=True)
+    hard = hard_assignment(logits, dim=1)
+    one_hot = torch.nn.functional.one_hot(logits.argmax(1), 5).permute(0, 2, 1).float()  # [2, 5, 7]
+    torch.testing.assert_close(hard.detach(), one_hot)
+    (hard * torch.randn_like(hard)).sum().backward()
+    assert logits.grad.abs().sum() > 0
+    torch.manual_seed(0)
+    noisy = hard_assignment(logits.detach(), dim=1, gumbel=True)
+    assert torch.equal(noisy.sum(1), torch.ones(2, 7))
+
+
+def test_same_seed_same_output() -> None:
+    images, texts, _ = random_pairs(2, 64, 32, 0)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        model = build_model(TINY)
+        torch.manual_seed(4)
+        outs.append(model(images, texts)["image_features"])
+    assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.slow  # loads open_clip's BPE vocabulary (~2 s)
+def test_tokenizer_matches_context_length() -> None:
+    from cocu.models.text import build_tokenizer
+
+    tokens = build_tokenizer(TINY.text)(["a photo of a cat.", "dog"])
+    assert tokens.shape == (2, 32) and tokens.dtype == torch.long
+    assert int(tokens[0].argmax()) == 7 and int(tokens.max()) == 49407  # <sot> 6 tokens <eot>

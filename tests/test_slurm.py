@@ -1,0 +1,261 @@
+"""cocu.launch on a real SLURM cluster (scripts/slurm_up.sh; CI runs .ci/slurm.sh).
+
+Skipped when there is no controller (`scontrol ping` fails at once; `sinfo` would take 9 s). The job
+functions live in this module, which the jobs import (their working directory is the repo root).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytest
+
+from cocu.config import LauncherConfig
+from cocu.launch.executor import CheckpointableTask, JobFailed, map_shards, run_job, submit_job, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _controller_up() -> bool:
+    if shutil.which("sbatch") is None or shutil.which("scontrol") is None:
+        return False
+    return subprocess.run(["scontrol", "ping"], capture_output=True, timeout=10).returncode == 0
+
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.slow,
+    pytest.mark.skipif(not _controller_up(), reason="no SLURM controller (`scontrol ping` failed; "
+                       "start one with scripts/slurm_up.sh)"),
+]
+
+# 1 CPU per task so two jobs fit on a 2-core CI node; timeout_min*60 > signal_delay_s + 30 (gotcha 1)
+SLURM = LauncherConfig(cluster="slurm", partition=os.environ.get("COCU_SLURM_PARTITION", "debug"),
+                       cpus_per_task=1, mem_gb=1, timeout_min=5, signal_delay_s=30, max_requeues=3)
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED"}
+
+
+def sacct_states(job_id: str, rows: int = 1, timeout_s: float = 30) -> list[str]:
+    """States of every run or array element of `job_id` (-D: requeued runs too), once there are
+    `rows` of them (slurmdbd records array elements and requeues with a lag) and all are final."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = subprocess.run(["sacct", "-j", job_id, "-X", "-D", "-n", "-P", "-o", "State"],
+                             capture_output=True, text=True, check=True).stdout
+        states = [s.split()[0] for s in out.split()]  # "CANCELLED by 0" -> "CANCELLED"
+        done = len(states) >= rows and all(s in FINAL | {"REQUEUED"} for s in states)
+        if done or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
+
+
+def job_ids(folder: Path) -> list[str]:
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and d.name.isdigit())
+
+
+def _hello(x: int) -> int:
+    print(f"hello from job {os.environ['SLURM_JOB_ID']}", flush=True)
+    return x * x
+
+
+@dataclass
+class Accumulate:
+    """A deterministic stand-in for training: `steps` updates, one checkpoint file per step,
+    resuming from the newest; appends one line to starts.txt per start."""
+
+    steps: int = 8
+    step_s: float = 0.0
+
+    def __call__(self, run_dir: Path) -> list[float]:
+        with (run_dir / "starts.txt").open("a") as f:
+            f.write(f"{os.environ.get('SLURM_RESTART_COUNT', '-')}\n")
+        ckpts = sorted(run_dir.glob("step_*.npy"))
+        step = int(ckpts[-1].stem.split("_")[1]) if ckpts else 0
+        x = np.load(ckpts[-1]) if ckpts else np.zeros(16)  # [16]
+        w = np.random.default_rng(0).standard_normal((16, 16)) / 4  # [16, 16]
+        while step < self.steps:
+            x = np.tanh(w @ x + step)
+            step += 1
+            np.save(run_dir / "tmp.npy", x)
+            os.replace(run_dir / "tmp.npy", run_dir / f"step_{step:03d}.npy")  # atomic
+            time.sleep(self.step_s)
+        return x.tolist()
+
+
+def test_job_completes_in_sacct_and_streams_its_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    assert run_job(_hello, 7, cfg=SLURM, name="hello", folder=tmp_path, poll_s=0.2) == 49
+    (job_id,) = job_ids(tmp_path)
+    assert f"hello from job {job_id}" in caplog.text  # the job's stdout came through our log
+    assert sacct_states(job_id) == ["COMPLETED"]
+
+
+def test_preempted_job_requeues_and_resumes(tmp_path: Path) -> None:
+    task = Accumulate(steps=8, step_s=0.5)
+    reference = run_job(CheckpointableTask(Accumulate(steps=8), tmp_path / "ref"),
+                        cfg=LauncherConfig(cluster="local"), name="ref")
+    run_dir = tmp_path / "run"
+    job = submit_job(CheckpointableTask(task, run_dir), cfg=SLURM, name="ckpt", folder=tmp_path / "jobs")
+    deadline = time.monotonic() + 60
+    while not list(run_dir.glob("step_*.npy")):  # at least one checkpoint, so the handler is armed
+        assert time.monotonic() < deadline and not job.done(), "job wrote no checkpoint"
+        time.sleep(0.2)
+    job._interrupt()  # what SLURM does on pre-emption: SIGTERM, then USR2
+    result = wait_for(job, "ckpt", poll_s=0.5)
+    assert result == reference
+    assert (run_dir / "starts.txt").read_text().split() == ["-", "1"]  # two starts, the 2nd a restart
+    assert sacct_states(job.job_id, rows=2) == ["REQUEUED", "COMPLETED"]
+
+
+STAGE_FUNCTIONS = """
+def train_step(x):
+    raise ValueError(f"loss is NaN at step {x}")
+"""
+FAILING_STAGE = """
+import logging, sys
+from cocu.config import LauncherConfig
+from cocu.launch.executor import run_job
+from stagefns import train_step
+
+logging.basicConfig(level=logging.INFO)
+cfg = LauncherConfig(cluster="slurm", partition=sys.argv[2], cpus_per_task=1, mem_gb=1, timeout_min=5,
+                     signal_delay_s=30)
+run_job(train_step, 17, cfg=cfg, name="failing", folder=sys.argv[1], poll_s=0.2)
+"""
+
+
+def test_failed_job_shows_its_traceback_in_the_calling_process(tmp_path: Path) -> None:
+    (tmp_path / "stagefns.py").write_text(STAGE_FUNCTIONS)  # importable by the job, like cocu/ is
+    (tmp_path / "stage.py").write_text(FAILING_STAGE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    cmd = [sys.executable, str(tmp_path / "stage.py"), str(tmp_path / "jobs"), SLURM.partition or "debug"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "ValueError: loss is NaN at step 17" in out
+    assert 'raise ValueError(f"loss is NaN at step {x}")' in out  # the job's traceback, source line
+    assert "JobFailed" in out and "_log.err" in out  # our exception, with the log path
+    (job_id,) = job_ids(tmp_path / "jobs")
+    assert sacct_states(job_id) == ["FAILED"]
+
+
+def test_map_shards_is_one_job_array(tmp_path: Path) -> None:
+    assert map_shards(_hello, [1, 2, 3], SLURM, "shards", tmp_path, poll_s=0.2) == [1, 4, 9]
+    folders = sorted(d.name for d in tmp_path.iterdir() if d.is_dir() and "_" in d.name)
+    (array_id,) = {name.split("_")[0] for name in folders}  # one array: folders <array id>_<index>
+    assert folders == [f"{array_id}_{i}" for i in range(3)]
+    assert sacct_states(array_id, rows=3) == ["COMPLETED"] * 3
+
+
+def test_failing_array_element_is_named(tmp_path: Path) -> None:
+    with pytest.raises(JobFailed, match=r"1/2 array elements failed \(\d+_1\)[\s\S]*intentional"):
+        map_shards(_fail_on_odd, [2, 3], SLURM, "shards", tmp_path, poll_s=0.2)
+
+
+def _fail_on_odd(x: int) -> int:
+    if x % 2:
+        raise RuntimeError(f"intentional failure on {x}")
+    return x
+
+
+@dataclass(frozen=True)
+class TwoTaskLauncher(LauncherConfig):
+    """The proposed `tasks_per_node` field (not in params yet): 2 CPU tasks on one node."""
+
+    tasks_per_node: Optional[int] = None
+
+
+def _all_reduce_rank() -> tuple[int, int, float, str]:
+    import torch
+    import torch.distributed as tdist
+
+    from cocu.launch.distributed import destroy_process_group, init_process_group
+    from cocu.launch.jobs import distributed_env
+
+    dist = distributed_env()
+    init_process_group(dist)
+    total = torch.tensor([dist.rank + 1.0])
+    tdist.all_reduce(total)
+    destroy_process_group()
+    return dist.rank, dist.world_size, total.item(), os.environ["MASTER_ADDR"]
+
+
+def test_multi_task_job_forms_a_process_group(tmp_path: Path) -> None:
+    cfg = TwoTaskLauncher(**{**SLURM.__dict__, "tasks_per_node": 2})
+    job = submit_job(_all_reduce_rank, cfg=cfg, name="ddp", folder=tmp_path)
+    assert job.num_tasks == 2
+    rank0 = wait_for(job, "ddp", poll_s=0.5)
+    host = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    assert rank0 == (0, 2, 3.0, host)
+    assert [r[:3] for r in job.results()] == [(0, 2, 3.0), (1, 2, 3.0)]
+
+
+@dataclass
+class TinyPretrain:
+    """A few steps of tiny GroupViT pre-training on random pairs (cocu.training.loop.train)."""
+
+    steps: int = 4
+    checkpoint_every: int = 2
+
+    def __call__(self, run_dir: Path):  # -> cocu.training.loop.TrainResult
+        import torch
+
+        from cocu.launch.device import resolve_device
+        from cocu.launch.jobs import distributed_env
+        from cocu.models.config import tiny_model_config
+        from cocu.models.factory import build_model
+        from cocu.training.batches import InMemoryBatches, random_pairs
+        from cocu.training.config import TrainConfig
+        from cocu.training.loop import train
+
+        torch.set_num_threads(1)
+        cfg = TrainConfig(batch_size=4, epochs=1, warmup_epochs=0, steps=self.steps, warmup_steps=1,
+                          checkpoint_every=self.checkpoint_every, log_every=2, num_prompts=2, amp=False)
+        model_cfg = tiny_model_config()
+        torch.manual_seed(0)
+        model = build_model(model_cfg)
+        images, texts, prompts = random_pairs(16, model_cfg.image.img_size, model_cfg.text.context_length, 2)
+        dist = distributed_env()
+        return train(model, cfg, InMemoryBatches(images, texts, prompts, cfg.batch_size), run_dir, dist,
+                     resolve_device("auto", dist.local_rank))
+
+
+def test_tiny_pretraining_runs_as_a_slurm_job(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_job(CheckpointableTask(TinyPretrain(steps=4), run_dir), cfg=SLURM, name="pretrain",
+                     folder=tmp_path / "jobs", poll_s=0.5)
+    assert result.finished and result.step == 4 and result.resumed_from is None
+    assert result.checkpoint == run_dir / "ckpt_00000004.pt" and result.checkpoint.is_file()
+    (job_id,) = job_ids(tmp_path / "jobs")
+    assert sacct_states(job_id) == ["COMPLETED"]
+
+
+def test_preempted_pretraining_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    import torch
+
+    from cocu.training.checkpoint import load_checkpoint
+
+    task = TinyPretrain(steps=8, checkpoint_every=2)
+    local = LauncherConfig(cluster="local")
+    reference = run_job(CheckpointableTask(task, tmp_path / "ref"), cfg=local, name="ref")
+    run_dir = tmp_path / "run"
+    job = submit_job(CheckpointableTask(task, run_dir), cfg=SLURM, name="pretrain", folder=tmp_path / "jobs")
+    deadline = time.monotonic() + 120
+    while not list(run_dir.glob("ckpt_*.pt")):
+        assert time.monotonic() < deadline and not job.done(), "job wrote no checkpoint"
+        time.sleep(0.1)
+    job._interrupt()
+    result = wait_for(job, "pretrain", poll_s=0.5)
+    assert result.finished and result.step == 8 and result.resumed_from is not None
+    assert sacct_states(job.job_id, rows=2) == ["REQUEUED", "COMPLETED"]
+    ours, theirs = (load_checkpoint(r.checkpoint)["model"] for r in (result, reference))
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)

@@ -21,7 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     how.add_argument("--exp", action="store_true", help="dvc exp run -n NAME -S ... (default: print the command)")
     how.add_argument("--queue", action="store_true", help="as --exp, queued (dvc queue start runs it)")
     how.add_argument("--write", action="store_true", help="merge the profile into the params file in place")
+    seg = sub.add_parser("segment", help="zero-shot segmentation of one image into the given classes (demo)")
+    seg.add_argument("image", type=Path)
+    seg.add_argument("--classes", required=True, help='comma-separated class names, e.g. "sky,grass,dog"')
+    seg.add_argument("--checkpoint", type=Path, required=True, help="a pre-trained checkpoint (data/checkpoints/*.pt)")
+    seg.add_argument("--out", type=Path, default=Path("overlay.png"))
+    seg.add_argument("--params", type=Path, default=Path("params.yaml"))
+    seg.add_argument("--protocol", default="synth_all", help="protocol card (eval.benchmarks.NAME) to segment under")
     args = parser.parse_args(argv)
+    if args.command == "segment":
+        return _segment(args)
     try:
         if args.write:
             profiles.write(args.params, args.name, args.folder)
@@ -35,6 +44,36 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _segment(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import numpy as np
+    from PIL import Image
+
+    from cocu.config import load_params
+    from cocu.eval.evaluate import segment_image
+    from cocu.eval.overlay import write_overlay
+
+    params = load_params(args.params)
+    if args.protocol not in params.eval.benchmarks:
+        print(f"error: {args.params}: no protocol card eval.benchmarks.{args.protocol}", file=sys.stderr)
+        return 2
+    if not args.image.is_file():
+        print(f"error: image not found: {args.image}", file=sys.stderr)
+        return 2
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    card = params.eval.benchmarks[args.protocol]
+    if "background" in classes and not card.has_background:
+        card = dataclasses.replace(card, has_background=True, bg_thresh=card.bg_thresh or 0.95)
+    names = (["background"] + [c for c in classes if c != "background"]) if card.has_background else classes
+    image = np.array(Image.open(args.image).convert("RGB"))
+    pred = segment_image(image, names, args.checkpoint, card, params.data.mean, params.data.std)
+    write_overlay(image, pred, names, args.out)
+    present = sorted({names[i] for i in np.unique(pred)})
+    print(f"{args.out}: {', '.join(present)}")
+    return 0
 
 
 if __name__ == "__main__":

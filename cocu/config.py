@@ -16,6 +16,14 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from cocu.clip.config import ClipConfig, EmbedConfig, TeacherConfig
+from cocu.concepts.config import CurationConfig, IndexConfig, VocabularyConfig
+from cocu.eval.config import EvalConfig
+from cocu.models.config import ModelConfig
+from cocu.reports.config import ReportSection
+from cocu.training.config import TrainConfig
+from cocu.training.data_config import DataConfig
+
 
 class ConfigError(ValueError):
     """A params file does not match the typed schema; the message names the file and key."""
@@ -42,8 +50,30 @@ class PathsConfig:
     pairs_metrics: str  # json metrics of the `pairs` stage (committed)
     world_gallery: str  # png gallery of the synthetic world
     vocabulary: str  # concept list file, one concept per line
+    synonyms: Optional[str]  # optional TSV `synonym<TAB>concept`: lines of the list that name another concept
     benchmarks_root: str  # root of the segmentation benchmarks (detectron2's DETECTRON2_DATASETS)
     benchmarks_metrics: str
+    clip_weights: str  # CLIP weights file: trained by `teacher` (synthetic) or a local download (real)
+    teacher_metrics: str
+    image_embeddings: str  # [N, D] float16 .npy, unit norm, row i = manifest row i
+    caption_embeddings: str  # [N, D] float16 .npy
+    concept_embeddings: str  # [V, D] float16 .npy of "a photo of a {c}"
+    concept_names: str  # V lines, the concepts in the row order of concept_embeddings
+    embed_metrics: str
+    index: str  # faiss index file
+    neighbours: str  # [N, L] int64 .npy (-1: no neighbour)
+    neighbour_sims: str  # [N, L] float32 .npy
+    index_metrics: str
+    caption_concepts: str  # parquet: key, concepts list<str>
+    concepts_metrics: str
+    archives: str  # folder of parquet shards: key, concepts, scores, clusters
+    curate_metrics: str
+    runs: str  # pre-training run folders (checkpoints for resume), one per variant and seed
+    checkpoints: str  # final model weights, one file per variant and seed
+    pretrain_metrics: str  # folder: final metrics json + loss-curve csv per variant and seed
+    results: str  # folder: <variant>/s<seed>/<benchmark>.json
+    paper_numbers: str  # the paper's reference numbers, each with its source
+    reports: str  # folder the `report` stage writes (results.md, tables/, figures/)
     mlflow_db: str  # sqlite file of the embedded MLflow store, at the repo root
 
 
@@ -107,6 +137,15 @@ class LauncherConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """Which GroupViT runs the `pretrain` stage trains (a DVC matrix over variants x seeds)."""
+
+    variants: tuple[str, ...]  # baseline | cocu | ranking | expansion | oracle (the upper bound)
+    seeds: tuple[int, ...]  # one run per seed and variant; the report shows mean ± std over seeds
+    threads: int = 0  # torch.set_num_threads on CPU (0: leave torch's default)
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params file."""
 
@@ -116,6 +155,18 @@ class Params:
     pairs: PairsConfig
     tracking: TrackingConfig
     launcher: LauncherConfig
+    clip: ClipConfig
+    teacher: TeacherConfig
+    embed: EmbedConfig
+    index: IndexConfig
+    vocabulary: VocabularyConfig
+    curation: CurationConfig
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    pretrain: PretrainConfig
+    eval: EvalConfig
+    report: ReportSection
 
 
 # --------------------------------------------------------------------------------------------

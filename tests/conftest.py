@@ -33,7 +33,9 @@ def write_params(tmp_path: Path, **overrides: dict) -> Path:
     """
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     for key, value in raw["paths"].items():
-        if key == "vocabulary":  # a committed input file: keep pointing at the repo's copy
+        if value is None:
+            continue
+        if key in ("vocabulary", "synonyms", "paper_numbers"):  # committed inputs: the repo's copies
             raw["paths"][key] = str(REPO / value)
         else:
             raw["paths"][key] = str(tmp_path / value)

@@ -16,8 +16,7 @@ ReaderName = Literal[
 ]
 TemplateSet = Literal["single", "imagenet80"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # GroupViT normalises with ImageNet statistics (the defaults of
-IMAGENET_STD = (0.229, 0.224, 0.225)  # segment(); pass the training data config's values)
+from cocu.training.data_config import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402,F401 (one definition)
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,7 @@ class EvalConfig:
     benchmarks: dict[str, ProtocolCard]  # benchmark name -> protocol card
     active: tuple[str, ...]  # names evaluated by the `evaluate` stage (keys of `benchmarks`)
     overlays: int = 4  # demo overlays written per benchmark (first N images of rank 0)
+    threads: int = 0  # torch threads on CPU (0: torch's default); small models run faster on 1
     # Pixel normalisation and the logit scale are not keys here: pass the pre-training data
     # config's mean/std and the model's clamped scale (`model.scale()`), so they cannot drift.
 

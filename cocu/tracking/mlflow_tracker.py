@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -54,14 +55,14 @@ class MlflowTracker:
     def log_params(self, params: Mapping[str, Any]) -> None:
         import mlflow
 
-        items = [(k, v) for k, v in flatten(dict(params)).items()]
+        items = list(flatten(to_dict(dict(params))).items())  # tuples as lists: one spelling per value
         for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
             mlflow.log_params({k: _short(v) for k, v in items[i : i + 100]})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         import mlflow
 
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        mlflow.log_metrics({metric_name(k): float(v) for k, v in metrics.items() if v is not None}, step=step)
 
     def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
         import mlflow
@@ -72,6 +73,11 @@ class MlflowTracker:
         import mlflow
 
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def metric_name(key: str) -> str:
+    """MLflow allows alphanumerics, `_-. :/` in names: `caption+top3` -> `caption_plus_top3`."""
+    return re.sub(r"[^\w\-. :/]", "_", key.replace("+", "_plus_"))
 
 
 def _short(value: Any) -> str:

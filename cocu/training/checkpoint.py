@@ -6,7 +6,6 @@ Python values, so `torch.load(weights_only=True)` reads it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import re
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from cocu.launch.device import cuda_rng_states, set_cuda_rng_states
+from cocu.tracking.run_info import sha256_file  # noqa: F401 (re-exported)
 
 _NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 
@@ -71,14 +71,6 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
     """Delete all but the `keep` most recent checkpoints."""
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def capture_rng() -> dict[str, Any]:

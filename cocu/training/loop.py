@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Protocol
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -31,31 +31,9 @@ from cocu.training.checkpoint import (
 from cocu.training.config import TrainConfig
 from cocu.training.losses import GroupViTLoss
 from cocu.training.optim import build_optimizer, build_schedule, set_lr, total_batch
+from cocu.tracking.mlflow_tracker import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
-
-
-class Tracker(Protocol):
-    """What the loop logs to (the MLflow wrapper implements it); only rank 0 calls it."""
-
-    def log_params(self, params: dict[str, Any]) -> None: ...
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-    def log_artifact(self, path: str | Path) -> None: ...
-    def set_tags(self, tags: dict[str, str]) -> None: ...
-
-
-class NullTracker:
-    def log_params(self, params: dict[str, Any]) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        pass
-
-    def log_artifact(self, path: str | Path) -> None:
-        pass
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        pass
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Concept curation (method.md §1-4): vocabulary, neighbour search, archives, sampling, metrics."""

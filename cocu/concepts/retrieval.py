@@ -1,0 +1,159 @@
+"""Image->image neighbour search over unit-norm embeddings (method.md §2; the `index` stage).
+
+Exact search (`exact_knn`) is the reference: a blocked float32 matrix multiply with a running
+top-k, never a per-query loop. Approximate faiss indexes (`ivf`, `hnsw`) are options, measured by
+`recall_at_k` against exact search on a sample.
+
+Missing neighbours: an approximate index may return fewer than k results (id -1; the official
+code silently read -1 as the last row, method.md §1 quirk 4). Here a missing neighbour keeps id -1
+with similarity -inf, at the end of its row; curation masks these out (the archive is built from
+the valid neighbours only) and the stage counts them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import torch
+
+from cocu.concepts.config import IndexConfig
+
+log = logging.getLogger(__name__)
+
+
+def exact_knn(
+    db: np.ndarray,  # [N, D] unit-norm float32/float16 (a memory-mapped .npy is fine)
+    queries: np.ndarray,  # [Q, D] same dtype family
+    k: int,
+    block_size: int = 8192,  # database rows per matrix-multiply block
+    query_block: int = 4096,  # queries per block; memory ~ query_block * block_size * 4 bytes
+) -> tuple[np.ndarray, np.ndarray]:  # ids [Q, k] int64, sims [Q, k] float32, best first
+    """Exact top-k by inner product: `np.matmul` per (query block, database block) + `torch.topk`.
+
+    The top-k of each block is merged into a running top-k, so the cost beyond the matrix
+    multiply is about one pass over each similarity block. Rows are sorted by similarity
+    descending, ties by id ascending (which of several rows tied at the k-th place is kept is
+    not specified).
+    """
+    n, dim = db.shape
+    if not 0 < k <= n:
+        raise ValueError(f"k={k} must be in [1, {n}] (database rows)")
+    if queries.shape[1] != dim:
+        raise ValueError(f"queries have dimension {queries.shape[1]}, database {dim}")
+    num_q = len(queries)
+    out_ids = np.empty((num_q, k), dtype=np.int64)
+    out_sims = np.empty((num_q, k), dtype=np.float32)
+    buffer = np.empty(min(query_block, num_q) * min(block_size, n), dtype=np.float32)  # reused
+    db_is_f32 = db.dtype == np.float32 and db.flags.c_contiguous
+    for q0 in range(0, num_q, query_block):
+        q = np.ascontiguousarray(queries[q0 : q0 + query_block], dtype=np.float32)  # [bq, D]
+        best_v = torch.full((len(q), k), -np.inf)  # [bq, k] running top-k similarities
+        best_i = torch.full((len(q), k), -1, dtype=torch.int64)  # [bq, k] their database rows
+        for d0 in range(0, n, block_size):
+            block = db[d0 : d0 + block_size]
+            block = block if db_is_f32 else block.astype(np.float32)  # [bd, D]
+            sims = buffer[: len(q) * len(block)].reshape(len(q), len(block))
+            np.matmul(q, block.T, out=sims)  # [bq, bd]
+            v, i = torch.topk(torch.from_numpy(sims), min(k, len(block)), dim=1, sorted=False)
+            cand_v = torch.cat([best_v, v], dim=1)  # [bq, k + k']
+            cand_i = torch.cat([best_i, i + d0], dim=1)
+            best_v, j = torch.topk(cand_v, k, dim=1, sorted=False)
+            best_i = cand_i.gather(1, j)
+        v, i = best_v.numpy(), best_i.numpy()
+        order = np.lexsort((i, -v), axis=1)  # sim descending, then id ascending
+        out_ids[q0 : q0 + len(q)] = np.take_along_axis(i, order, 1)
+        out_sims[q0 : q0 + len(q)] = np.take_along_axis(v, order, 1)
+    return out_ids, out_sims
+
+
+def build_index(emb: np.ndarray, cfg: IndexConfig) -> faiss.Index:
+    """A faiss inner-product index over `emb` [N, D] (float32/float16, added in float32 chunks).
+
+    `flat` is exact; `ivf` trains its coarse quantiser on a seeded sample of `train_size` rows;
+    `hnsw` builds a graph (multi-threaded insertion: not bit-reproducible across thread counts).
+    """
+    n, dim = emb.shape
+    if cfg.type == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif cfg.type == "ivf":
+        if n < cfg.nlist:
+            raise ValueError(f"ivf: nlist={cfg.nlist} exceeds the number of vectors ({n}); lower index.nlist")
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, cfg.nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = cfg.seed
+        rng = np.random.default_rng(cfg.seed)
+        sample = np.sort(rng.choice(n, size=min(cfg.train_size, n), replace=False))
+        index.train(np.ascontiguousarray(emb[sample], dtype=np.float32))
+        index.nprobe = cfg.nprobe
+    elif cfg.type == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = cfg.ef_construction
+        index.hnsw.efSearch = cfg.ef_search
+    else:
+        raise ValueError(f"unknown index type {cfg.type!r} (flat | ivf | hnsw)")
+    for start in range(0, n, 65536):
+        index.add(np.ascontiguousarray(emb[start : start + 65536], dtype=np.float32))
+    if faiss.get_num_gpus() > 0 and cfg.type != "hnsw":  # faiss has no GPU HNSW
+        index = faiss.index_cpu_to_all_gpus(index)
+    return index
+
+
+def search_index(
+    index: faiss.Index,
+    queries: np.ndarray,  # [Q, D] float32/float16
+    k: int,
+    batch_size: int = 4096,
+) -> tuple[np.ndarray, np.ndarray]:  # ids [Q, k] int64 (-1 = missing), sims [Q, k] float32 (-inf)
+    """Batched `index.search`; missing results keep id -1 and get similarity -inf."""
+    ids = np.empty((len(queries), k), dtype=np.int64)
+    sims = np.empty((len(queries), k), dtype=np.float32)
+    for start in range(0, len(queries), batch_size):
+        q = np.ascontiguousarray(queries[start : start + batch_size], dtype=np.float32)
+        sims[start : start + len(q)], ids[start : start + len(q)] = index.search(q, k)
+    sims[ids < 0] = -np.inf
+    return ids, sims
+
+
+def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
+    """Mean over queries of |approx ∩ exact| / k for ids [Q, k]; a missing id (-1) is a miss."""
+    if approx_ids.shape != exact_ids.shape:
+        raise ValueError(f"shapes differ: {approx_ids.shape} vs {exact_ids.shape}")
+    hit = (approx_ids[:, :, None] == exact_ids[:, None, :]).any(-1) & (approx_ids >= 0)  # [Q, k]
+    return float(hit.mean()) if hit.size else float("nan")
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Output of the `index` stage."""
+
+    ids: np.ndarray  # [N, L] int64, row i = neighbours of manifest row i (itself normally first)
+    sims: np.ndarray  # [N, L] float32
+    recall: float | None  # recall@L of an approximate index on `recall_sample` queries; None for flat
+    missing: int  # number of -1 ids
+    index: faiss.Index | None = None  # the approximate index (save with faiss.write_index); None for flat
+
+
+def search_neighbours(emb: np.ndarray, cfg: IndexConfig) -> Neighbours:
+    """Top-L neighbours of every row of `emb` [N, D] among all rows (exact or approximate).
+
+    `flat` runs `exact_knn` (faster than faiss's flat index here, see benchmarks/curation.py).
+    """
+    k = cfg.num_neighbours
+    if cfg.type == "flat":
+        ids, sims = exact_knn(emb, emb, k, cfg.block_size, cfg.batch_size)
+        return Neighbours(ids, sims, None, 0)
+    index = build_index(emb, cfg)
+    ids, sims = search_index(index, emb, k, cfg.batch_size)
+    recall = None
+    if cfg.recall_sample > 0:
+        rng = np.random.default_rng(cfg.seed)
+        sample = np.sort(rng.choice(len(emb), size=min(cfg.recall_sample, len(emb)), replace=False))
+        exact, _ = exact_knn(emb, emb[sample], k, cfg.block_size, cfg.batch_size)
+        recall = recall_at_k(ids[sample], exact)
+        log.info("%s index: recall@%d = %.4f on %d queries", cfg.type, k, recall, len(sample))
+    missing = int((ids < 0).sum())
+    if missing:
+        log.warning("%s index: %d missing neighbours (id -1); curation ignores them", cfg.type, missing)
+    return Neighbours(ids, sims, recall, missing, index)

@@ -1,0 +1,84 @@
+"""Training-time choice of K concepts from a stored archive (method.md §4-5).
+
+Pure functions with an explicit `np.random.Generator`. Each returns at most k concept strings;
+with fewer available it returns what there is and the caller pads with the caption.
+
+- `sample_topk`: the official code's default, the top-k by score, deterministic.
+- `sample_cluster`: the paper's cluster-guided sampling, k draws with replacement:
+  cluster ~ softmax over clusters of the mean score in the cluster, then concept ~ softmax of
+  the scores inside the drawn cluster. The same concept can be drawn twice (as in method.md §4).
+- `sample_uniform`: the expansion-only ablation, k concepts uniformly *without* replacement
+  (like the baseline's caption nouns, method.md §5), so no concept repeats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from cocu.concepts.config import SamplingConfig
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def sample_topk(concepts: Sequence[str], scores: Sequence[float], k: int) -> list[str]:
+    """The k highest-scored concepts (ties: archive order)."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
+    return [concepts[i] for i in order]
+
+
+def cluster_probabilities(scores: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ids [C] of the non-empty clusters, p [C] = softmax over clusters of their mean score)."""
+    counts = np.bincount(clusters)
+    ids = np.flatnonzero(counts)
+    means = np.bincount(clusters, weights=scores)[ids] / counts[ids]
+    return ids, _softmax(means)
+
+
+def sample_cluster(
+    concepts: Sequence[str],
+    scores: Sequence[float],  # [A]
+    clusters: Sequence[int],  # [A] cluster id per concept (>= 0)
+    k: int,
+    rng: np.random.Generator,
+) -> list[str]:
+    """k cluster-guided draws with replacement (paper, method.md §4); [] for an empty archive.
+
+    The concept inside each drawn cluster is sampled by the Gumbel-max trick, which is exactly
+    a draw from the softmax of the member scores, for all k draws at once.
+    """
+    if len(concepts) == 0:
+        return []
+    s = np.asarray(scores, dtype=np.float64)  # [A]
+    c = np.asarray(clusters, dtype=np.int64)  # [A]
+    ids, p = cluster_probabilities(s, c)
+    drawn = rng.choice(ids, size=k, p=p)  # [k] cluster of each draw
+    logits = np.where(c[None, :] == drawn[:, None], s[None, :] + rng.gumbel(size=(k, len(s))), -np.inf)
+    return [concepts[i] for i in np.argmax(logits, axis=1)]
+
+
+def sample_uniform(concepts: Sequence[str], k: int, rng: np.random.Generator) -> list[str]:
+    """min(k, |A|) concepts uniformly without replacement (expansion-only ablation)."""
+    pick = rng.choice(len(concepts), size=min(k, len(concepts)), replace=False)
+    return [concepts[i] for i in pick]
+
+
+def sample_concepts(
+    cfg: SamplingConfig,
+    concepts: Sequence[str],
+    scores: Sequence[float],
+    clusters: Sequence[int],
+    rng: np.random.Generator,
+) -> list[str]:
+    """Dispatch on `cfg.method` (topk | cluster | uniform) with k = `cfg.num_concepts`."""
+    if cfg.method == "topk":
+        return sample_topk(concepts, scores, cfg.num_concepts)
+    if cfg.method == "cluster":
+        return sample_cluster(concepts, scores, clusters, cfg.num_concepts, rng)
+    if cfg.method == "uniform":
+        return sample_uniform(concepts, cfg.num_concepts, rng)
+    raise ValueError(f"unknown sampling method {cfg.method!r} (topk | cluster | uniform)")

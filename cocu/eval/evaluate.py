@@ -1,0 +1,67 @@
+"""The `evaluate` stage's library: one pre-trained checkpoint on one benchmark, and the demo.
+
+Loads the exported weights (`pretrain` stage), builds the class embeddings under the benchmark's
+protocol card, segments every image, and returns the result that the stage writes to
+`results/<variant>/s<seed>/<benchmark>.json` (mIoU, per-class IoU, the card, the checkpoint's
+sha256) and logs to MLflow with example predictions beside the ground truth.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from cocu.config import from_dict
+from cocu.eval.config import ProtocolCard
+from cocu.eval.protocol import card_text, protocol_deviations, templates_for
+from cocu.eval.readers import open_benchmark
+from cocu.eval.runner import benchmark_text_embeddings, evaluate_benchmark
+from cocu.eval.segmenter import class_embeddings, segment
+from cocu.models.config import ModelConfig
+from cocu.models.factory import build_model
+from cocu.models.text import build_tokenizer
+from cocu.training.checkpoint import load_model_state, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+def load_model(checkpoint: Path | str, device: torch.device) -> tuple[torch.nn.Module, ModelConfig]:
+    """The model of an exported checkpoint (weights + its own model config), in eval mode."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint} (run `dvc repro pretrain` first)")
+    state, raw = load_model_state(checkpoint)
+    if raw is None:
+        raise ValueError(f"{checkpoint}: no model_config inside; export it with cocu.training.pretrain")
+    cfg = from_dict(ModelConfig, raw, source=str(checkpoint))
+    model = build_model(cfg)
+    model.load_state_dict(state)
+    return model.to(device).eval(), cfg
+
+
+def evaluate_checkpoint(checkpoint: Path | str, name: str, card: ProtocolCard, root: Path | str,
+                        mean: Sequence[float], std: Sequence[float], overlay_dir: Path | None = None,
+                        num_overlays: int = 0, device: torch.device = torch.device("cpu")) -> dict[str, Any]:
+    """mIoU etc. of one checkpoint on one benchmark, with the protocol card beside the numbers."""
+    model, cfg = load_model(checkpoint, device)
+    bench = open_benchmark(card, root)
+    text = benchmark_text_embeddings(model, build_tokenizer(cfg.text), bench, device)
+    scores = evaluate_benchmark(model, bench, text, scale=model.scale(), mean=mean, std=std,
+                                overlay_dir=overlay_dir, num_overlays=num_overlays, progress=True, name=name)
+    iou = {k[len("IoU/"):]: v for k, v in scores.items() if k.startswith("IoU/")}
+    return {"benchmark": name, "mIoU": scores["mIoU"], "aAcc": scores["aAcc"], "mAcc": scores.get("mAcc"),
+            "IoU": iou, "num_images": len(bench), "protocol": card_text(card, name),
+            "protocol_deviations": protocol_deviations(name, card), "checkpoint_sha256": sha256_file(Path(checkpoint))}
+
+
+def segment_image(image: np.ndarray, classes: Sequence[str], checkpoint: Path | str, card: ProtocolCard,
+                  mean: Sequence[float], std: Sequence[float], device: torch.device = torch.device("cpu")) -> np.ndarray:
+    """The demo: segment one image [H, W, 3] uint8 into `classes` (ids index `classes`)."""
+    model, cfg = load_model(checkpoint, device)
+    names = [c for c in classes if c != "background"] if card.has_background else list(classes)
+    text = class_embeddings(model.encode_text, build_tokenizer(cfg.text), names, templates_for(card), device=device)
+    return segment(model, image, text, card, scale=model.scale(), mean=mean, std=std)

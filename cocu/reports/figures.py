@@ -1,0 +1,102 @@
+"""Report figures with matplotlib's object API (Agg canvas, no pyplot state): convergence and benchmarks.
+
+PNGs are written without the `Software` metadata key, so the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from cocu.reports.tables import MEAN, MEAN_LABEL, stat, variant_label
+
+HEADLINE = ("baseline", "cocu")  # solid lines; every other variant is dashed
+DPI = 110
+
+
+def _colour(i: int) -> tuple[float, float, float, float]:
+    from matplotlib import colormaps
+
+    return colormaps["tab10"](i % 10)
+
+
+def _save(fig: Figure, path: Path | str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=DPI, metadata={"Software": None})
+    return path
+
+
+def placeholder(path: Path | str, message: str) -> Path:
+    """A small figure that says why there is nothing to plot (keeps the stage's outputs complete)."""
+    fig = Figure(figsize=(6, 1.5))
+    fig.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    return _save(fig, path)
+
+
+def convergence_figure(curves: pd.DataFrame, variants: Sequence[str], path: Path | str, ylabel: str = "loss",
+                       palette: Sequence[str] = ()) -> Path:
+    """`ylabel` vs step per variant: mean over seeds, band = ± std where several seeds share a step.
+
+    curves: long table (variant, seed, step, value) from `inputs.load_curves`. A variant's colour is
+    its index in `palette` (default: `variants`), so figures that share a palette agree.
+    """
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.add_subplot()
+    for v in variants:
+        i = list(palette or variants).index(v) if v in (palette or variants) else len(palette)
+        rows = curves[curves["variant"] == v]
+        wide = rows.pivot_table(index="step", columns="seed", values="value")  # [steps, seeds]
+        if wide.empty:
+            continue
+        steps = wide.index.to_numpy()
+        values = wide.to_numpy(dtype=float)
+        count = np.sum(np.isfinite(values), axis=1)
+        mean = np.nanmean(values, axis=1)
+        seeds = values.shape[1]
+        style = "-" if v in HEADLINE else "--"
+        ax.plot(steps, mean, style, color=_colour(i), lw=1.6 if v in HEADLINE else 1.1,
+                label=f"{variant_label(v)} ({seeds} seed{'s' if seeds > 1 else ''})")
+        if seeds > 1:
+            std = np.array([np.nanstd(r, ddof=1) if c > 1 else np.nan for r, c in zip(values, count)])
+            ax.fill_between(steps, mean - std, mean + std, color=_colour(i), alpha=0.18, lw=0)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"Pre-training {ylabel}: mean over seeds (band: ± std)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def benchmark_bars(summary: pd.DataFrame, benchmarks: Sequence[str], variants: Sequence[str],
+                   path: Path | str, palette: Sequence[str] = ()) -> Path:
+    """Grouped bars: mIoU per benchmark (and the mean over benchmarks), one bar per variant, error = std."""
+    groups = [*benchmarks, MEAN]
+    fig = Figure(figsize=(max(6.0, 1.2 * len(groups) * max(1, len(variants)) / 3 + 2), 4.2))
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(variants))
+    x = np.arange(len(groups))
+    top = 0.0
+    for j, v in enumerate(variants):
+        i = list(palette or variants).index(v) if v in (palette or variants) else len(palette) + j
+        cells = [stat(summary, v, b) for b in groups]
+        means = np.array([c[1] for c in cells])
+        errs = np.nan_to_num(np.array([c[2] for c in cells]), nan=0.0)
+        top = max(top, float(np.nanmax(means + errs, initial=0.0)))
+        ax.bar(x + (j - (len(variants) - 1) / 2) * width, np.nan_to_num(means, nan=0.0), width, yerr=errs,
+               capsize=2, color=_colour(i), label=variant_label(v), error_kw={"lw": 0.8})
+    ax.set_xticks(x, [MEAN_LABEL if g == MEAN else g for g in groups], rotation=20, ha="right")
+    ax.set_ylim(0, max(top, 1.0) * 1.3)  # headroom for the legend
+    ax.set_ylabel("mIoU (x100)")
+    ax.set_title("Zero-shot segmentation: mean over seeds (error bars: std)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncols=min(len(variants), 3))
+    fig.tight_layout()
+    return _save(fig, path)

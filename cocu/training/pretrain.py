@@ -1,0 +1,180 @@
+"""One GroupViT pre-training run (a variant and a seed) from the params: data, model, loop, outputs.
+
+`run_pretraining` is what the `pretrain` stage launches: in-process locally, or as a submitit job
+(wrapped in `CheckpointableTask`, so a pre-empted job resumes from its run folder). It runs on
+every rank; rank 0 logs to MLflow and writes the final weights, metrics and loss curve.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from cocu.config import Params, to_dict
+from cocu.data.manifest import read_ground_truth, read_manifest
+from cocu.data.shards import list_shards
+from cocu.launch.device import resolve_device
+from cocu.launch.distributed import DistInfo, destroy_process_group, from_env, init_process_group
+from cocu.models.factory import build_model
+from cocu.models.text import build_tokenizer
+from cocu.training.checkpoint import save_checkpoint, sha256_file
+from cocu.training.data import PretrainData
+from cocu.training.loop import TrainResult, train
+from cocu.training.prompts import ARCHIVE_METHODS, load_archives, make_prompt_source
+from cocu.training.runs import run_name, run_outputs
+
+log = logging.getLogger(__name__)
+
+CURVE_COLUMNS = ("step", "loss", "itc", "mlc", "lr", "images_per_s")
+
+
+def fingerprint(params: Params, variant: str, seed: int, inputs: list[Path]) -> str:
+    """What a resumable run depends on: its params and its inputs (size + mtime). A stale run
+    folder from other settings is cleared instead of resumed."""
+    h = hashlib.sha256(json.dumps({"variant": variant, "seed": seed, "model": to_dict(params.model),
+                                   "train": to_dict(params.train), "data": to_dict(params.data)},
+                                  sort_keys=True).encode())
+    for path in inputs:
+        for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+class CurveTracker:
+    """Forwards to another tracker and keeps the loss curve in `<run_dir>/curve.csv` (survives resume)."""
+
+    def __init__(self, inner: Any, path: Path) -> None:
+        self.inner, self.path = inner, path
+
+    def truncate(self, step: int) -> None:
+        """Drop rows logged after `step` (a resumed run logs them again)."""
+        if not self.path.exists():
+            return
+        rows = [r for r in csv.DictReader(self.path.open()) if int(r["step"]) <= step]
+        self._write(rows, "w")
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.inner.log_params(params)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.inner.log_metrics(metrics, step=step)
+        if step is not None and "loss" in metrics:
+            self._write([{"step": step, **{k: metrics.get(k, "") for k in CURVE_COLUMNS[1:]}}], "a")
+
+    def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
+        self.inner.log_artifact(path)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.inner.set_tags(tags)
+
+    def _write(self, rows: list[dict], mode: str) -> None:
+        new = mode == "w" or not self.path.exists()
+        with self.path.open(mode, newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+
+
+def build_data(params: Params, variant: str, seed: int, dist: DistInfo) -> PretrainData:
+    """The webdataset stream of this variant: the caption plus K prompts from its concept source."""
+    paths = params.paths
+    manifest = read_manifest(paths.pairs_manifest)
+    vocab = archives = truth = None
+    if variant == "baseline":
+        from cocu.concepts.vocabulary import load_vocabulary
+
+        vocab = load_vocabulary(paths.vocabulary, paths.synonyms, params.vocabulary)
+    elif variant in ARCHIVE_METHODS:
+        archives = load_archives(paths.archives, keys=manifest["key"].tolist())
+    elif variant == "oracle":  # the upper bound: the only reader of the hidden ground truth
+        truth = read_ground_truth(paths.pairs_manifest)
+    prompts = make_prompt_source(variant, vocab, archives, truth, num_prompts=params.train.num_prompts)
+    return PretrainData(list_shards(paths.pairs_shards), manifest, prompts, build_tokenizer(params.model.text),
+                        params.data, image_size=params.model.image.img_size, batch_size=params.train.batch_size,
+                        rank=dist.rank, world_size=dist.world_size, seed=seed,
+                        pin_memory=torch.cuda.is_available(), with_keys=False, image_keys=params.pairs.image_keys)
+
+
+def run_pretraining(params: Params, variant: str, seed: int) -> dict[str, Any]:
+    """Train one variant at one seed (resuming its run folder if it holds a matching checkpoint)."""
+    from cocu.tracking import NullTracker, start_run
+
+    dist = from_env()
+    device = resolve_device("auto", dist.local_rank)
+    if device.type == "cpu" and params.pretrain.threads > 0:
+        torch.set_num_threads(params.pretrain.threads)
+    init_process_group(dist, device=device)
+    out = run_outputs(params, variant, seed)
+    run_dir = out["run_dir"]
+    inputs = [Path(params.paths.pairs_manifest)] + ([Path(params.paths.archives)] if variant in ARCHIVE_METHODS else [])
+    stamp = fingerprint(params, variant, seed, inputs)
+    if dist.is_main:
+        stamp_file = run_dir / "fingerprint.txt"
+        if run_dir.exists() and (not stamp_file.exists() or stamp_file.read_text() != stamp):
+            log.info("%s holds a run with other settings or inputs: starting afresh", run_dir)
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        stamp_file.write_text(stamp)
+    train_cfg = dataclasses.replace(params.train, seed=seed)
+    params = dataclasses.replace(params, train=train_cfg)  # what MLflow records is what runs
+    data = build_data(params, variant, seed, dist)
+    torch.manual_seed(seed)  # the same initial weights on every rank
+    model = build_model(params.model)
+    try:
+        if dist.is_main:
+            tags = {"variant": variant, "seed": seed, "upper_bound": variant == "oracle"}
+            with start_run(params, stage="pretrain", run_name=run_name(variant, seed), tags=tags) as mlflow_run:
+                tracker = CurveTracker(mlflow_run, run_dir / "curve.csv")
+                result = _train(model, train_cfg, data, run_dir, dist, device, tracker)
+                summary = _finish(params, model, result, out, variant, seed)
+                mlflow_run.log_metrics({f"final/{k}": v for k, v in result.metrics.items()})
+                mlflow_run.log_artifact(out["curve"])
+        else:
+            result = _train(model, train_cfg, data, run_dir, dist, device, NullTracker())
+            summary = {}
+    finally:
+        destroy_process_group()
+    return summary
+
+
+def pretrain_job(params_file: Path, variant: str, seed: int, run_dir: Path) -> dict[str, Any]:
+    """The job's entry point (picklable, every rank): reload the params, train; `run_dir` resumes."""
+    from cocu.config import load_params
+
+    return run_pretraining(load_params(params_file), variant, seed)
+
+
+def _train(model, cfg, data, run_dir: Path, dist: DistInfo, device, tracker) -> TrainResult:
+    from cocu.training.checkpoint import latest_checkpoint, load_checkpoint
+
+    if isinstance(tracker, CurveTracker):
+        found = latest_checkpoint(run_dir)
+        tracker.truncate(int(load_checkpoint(found)["step"]) if found is not None else -1)
+    return train(model, cfg, data, run_dir, dist, device, tracker,
+                 samples_per_epoch=data.samples_per_epoch * dist.world_size)
+
+
+def _finish(params: Params, model: torch.nn.Module, result: TrainResult, out: dict[str, Path], variant: str,
+            seed: int) -> dict[str, Any]:
+    """Export the final weights (model + its config) and write the committed metrics and curve."""
+    out["checkpoint"].parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint({"model": model.state_dict(), "model_config": to_dict(params.model), "variant": variant,
+                     "seed": seed, "step": result.step}, out["checkpoint"])
+    summary = {"variant": variant, "seed": seed, "steps": result.step, "resumed_from": result.resumed_from,
+               "checkpoint_sha256": sha256_file(out["checkpoint"]), "profile": params.run.profile,
+               **{f"final/{k}": v for k, v in result.metrics.items()}}
+    out["metrics"].parent.mkdir(parents=True, exist_ok=True)
+    out["metrics"].write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    shutil.copyfile(out["run_dir"] / "curve.csv", out["curve"])
+    return summary

@@ -1,0 +1,49 @@
+"""DVC stage `curate`: the concept archive of every pair (CoCu, method.md §2-4): vision-driven
+expansion over the L image neighbours, the official ranking score, and k-means clusters of each
+archive's concepts. Parquet shards, streamed with memory bounded by the batch, resumable per
+shard (the output is `persist`ed: a killed run redoes only unfinished shards)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from cocu.clip.embed import read_concept_names
+from cocu.concepts.archive import read_caption_concepts, run_curation
+from cocu.concepts.audit import benchmark_class_names, ground_truth_csr
+from cocu.concepts.metrics import curation_metrics, leakage_audit
+from cocu.concepts.vocabulary import load_vocabulary
+from cocu.config import flatten, load_params
+from cocu.stage import run_stage
+from cocu.tracking import start_run
+from cocu.tracking.run_info import write_json
+
+log = logging.getLogger("curate")
+
+
+def main(params_file: Path) -> None:
+    params = load_params(params_file)
+    paths, cfg = params.paths, params.curation
+    names = read_concept_names(Path(paths.concept_names))
+    captions = read_caption_concepts(paths.caption_concepts, names)
+    stats = run_curation(paths.image_embeddings, paths.neighbours, captions, names,
+                         np.load(paths.concept_embeddings).astype(np.float32), paths.archives, cfg)
+    truth = ground_truth_csr(paths.pairs_manifest, names)
+    present, mentioned = truth if truth is not None else (None, None)
+    metrics = curation_metrics(paths.archives, captions, names, present, mentioned, cfg.top_k)
+    vocab = load_vocabulary(paths.vocabulary, paths.synonyms, params.vocabulary)
+    leakage = leakage_audit(vocab, benchmark_class_names(params.eval.benchmarks))
+    metrics |= {f"leakage/{b}/{k}": v for b, a in leakage.items() for k, v in a.items() if k != "names"}
+    metrics |= {"seconds": stats.seconds, "shards": stats.num_shards, "shards_reused": stats.shards_reused,
+                "missing_neighbours": stats.missing_neighbours}
+    write_json(paths.curate_metrics, metrics)
+    with start_run(params, stage="curate") as run:
+        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        run.log_params({f"leakage.{b}": ", ".join(a["names"]) for b, a in leakage.items()})
+    log.info("curate: %s", {k: round(v, 3) for k, v in flatten(metrics).items() if isinstance(v, float)})
+
+
+if __name__ == "__main__":
+    run_stage(main, __doc__)

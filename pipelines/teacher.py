@@ -1,0 +1,49 @@
+"""DVC stage `teacher` (synthetic profile): train the tiny open_clip CLIP that stands in for
+web-scale CLIP, on the separate teacher corpus, with open_clip's CLIP loss. Writes
+`paths.clip_weights` and `paths.teacher_metrics` (loss curve, held-out retrieval, and the
+teacher's zero-shot concept accuracy and neighbour precision against the hidden ground truth).
+In the real profile this stage is not run: `paths.clip_weights` is a downloaded weights file."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from cocu.clip.teacher import QualityProbe, run_teacher
+from cocu.config import ConfigError, load_params
+from cocu.data import world
+from cocu.data.manifest import read_ground_truth
+from cocu.data.shards import SkipCounter, iter_samples, list_shards
+from cocu.stage import run_stage
+from cocu.tracking import start_run
+
+log = logging.getLogger("teacher")
+
+
+def main(params_file: Path) -> None:
+    params = load_params(params_file)
+    paths = params.paths
+    if params.clip.source != "synthetic":
+        raise ConfigError(f"{params_file}: clip.source is {params.clip.source!r}: the teacher stage trains the "
+                          "synthetic world's CLIP only (the real profile reads paths.clip_weights)")
+    truth = read_ground_truth(paths.teacher_manifest)
+    probe = QualityProbe.from_ground_truth(truth["key"], truth["gt_present"], world.concept_names(),
+                                           prompt=params.embed.prompt, k=params.index.num_neighbours)
+    counter = SkipCounter()
+    samples = iter_samples(list_shards(paths.teacher_shards), counter, params.pairs.image_keys, params.pairs.caption_key)
+    with start_run(params, stage="teacher") as run:
+        result = run_teacher(samples, params.clip, params.teacher, Path(paths.clip_weights),
+                             Path(paths.teacher_metrics), probe)
+        for step, loss in enumerate(result.losses):
+            if step % params.teacher.log_every == 0 or step == len(result.losses) - 1:
+                run.log_metrics({"loss": loss}, step=step)
+        run.log_metrics({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
+        run.log_metrics({f"skipped/{k}": v for k, v in counter.as_dict().items()})
+        run.log_artifact(paths.teacher_metrics)
+    log.info("teacher: %s", json.dumps({k: round(v, 4) for k, v in result.metrics.items()
+                                        if isinstance(v, float)}))
+
+
+if __name__ == "__main__":
+    run_stage(main, __doc__)

@@ -1,0 +1,114 @@
+"""The whole DVC pipeline, stage by stage, in-process at smoke size: every stage's outputs exist,
+have the contracted shapes, and the report's numbers come from the result files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from cocu.config import load_params
+from cocu.data.manifest import read_manifest
+
+from .conftest import REPO, write_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory):
+    from pipelines import benchmarks, concepts, curate, embed, evaluate, index, pairs, pretrain, report, teacher
+
+    tmp = tmp_path_factory.mktemp("pipeline")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+    smoke = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
+    smoke.pop("run")
+    smoke["pretrain"] = {"variants": ["baseline", "cocu", "oracle"], "seeds": [0], "threads": 1}
+    smoke["eval"] = {"active": ["synth_things", "synth_all"], "overlays": 2, "threads": 1}
+    params_file = write_params(tmp, **smoke)
+    for stage in (pairs, benchmarks, teacher, embed, index, concepts, curate):
+        stage.main(params_file)
+    params = load_params(params_file)
+    for variant in params.pretrain.variants:
+        pretrain.main(params_file, variant=variant, seed=0)
+        for bench in params.eval.active:
+            evaluate.main(params_file, variant=variant, seed=0, benchmark=bench)
+    report.main(params_file)
+    yield params_file, params
+    mp.undo()
+
+
+def test_embeddings_and_neighbours(pipeline):
+    _, params = pipeline
+    n = len(read_manifest(params.paths.pairs_manifest))
+    images = np.load(params.paths.image_embeddings)
+    assert images.shape[0] == n and images.dtype == np.float16
+    assert np.allclose(np.linalg.norm(images.astype(np.float32), axis=1), 1.0, atol=1e-2)
+    names = Path(params.paths.concept_names).read_text().split("\n")[:-1]
+    assert len(names) == np.load(params.paths.concept_embeddings).shape[0] == 24  # canonical concepts only
+    ids = np.load(params.paths.neighbours)
+    assert ids.shape == (n, params.index.num_neighbours)
+    assert (ids[:, 0] == np.arange(n)).mean() > 0.9  # an image is its own nearest neighbour
+    teacher = json.loads(Path(params.paths.teacher_metrics).read_text())
+    assert {"holdout_zeroshot_top1_present", "holdout_neighbour_jaccard", "weights_sha256"} <= set(teacher["metrics"])
+
+
+def test_archives(pipeline):
+    _, params = pipeline
+    shards = sorted(Path(params.paths.archives).glob("*.parquet"))
+    assert len(shards) >= 2  # shard_size is smaller than N in the smoke profile: resume has units
+    frame = pd.concat([pd.read_parquet(p) for p in shards])
+    keys = read_manifest(params.paths.pairs_manifest)["key"]
+    assert list(frame["key"]) == list(keys)
+    for concepts, scores, clusters in zip(frame["concepts"], frame["scores"], frame["clusters"]):
+        assert len(concepts) == len(scores) == len(clusters)
+        assert list(scores) == sorted(scores, reverse=True)
+    metrics = json.loads(Path(params.paths.curate_metrics).read_text())
+    assert any(k.startswith("missed") for k in metrics)
+    assert metrics["leakage/synth_all/fraction"] == 1.0
+
+
+def test_pretrain_and_results(pipeline):
+    _, params = pipeline
+    for variant in params.pretrain.variants:
+        assert Path(params.paths.checkpoints, f"{variant}-s0.pt").is_file()
+        curve = pd.read_csv(Path(params.paths.pretrain_metrics) / f"{variant}-s0.csv")
+        assert len(curve) >= 1 and np.isfinite(curve["loss"]).all()
+        summary = json.loads((Path(params.paths.pretrain_metrics) / f"{variant}-s0.json").read_text())
+        for bench in params.eval.active:
+            result = json.loads((Path(params.paths.results) / variant / "s0" / f"{bench}.json").read_text())
+            assert 0.0 <= result["mIoU"] <= 100.0
+            assert result["checkpoint_sha256"] == summary["checkpoint_sha256"]
+            assert result["protocol"].startswith(bench)
+            assert list((Path(params.paths.results) / variant / "s0" / f"{bench}_examples").glob("*.png"))
+
+
+def test_report_numbers_equal_result_files(pipeline):
+    _, params = pipeline
+    table = pd.read_csv(Path(params.paths.reports) / "tables" / "main.csv")
+    for variant in params.pretrain.variants:
+        for bench in params.eval.active:
+            result = json.loads((Path(params.paths.results) / variant / "s0" / f"{bench}.json").read_text())
+            row = table[(table["variant"] == variant) & (table["benchmark"] == bench)]
+            assert len(row) == 1
+            assert row["miou_mean"].iloc[0] == pytest.approx(result["mIoU"], abs=1e-9)
+    assert (Path(params.paths.reports) / "results.md").read_text().count("oracle") >= 1
+
+
+def test_segment_demo_writes_an_overlay(pipeline, tmp_path):
+    params_file, params = pipeline
+    image = sorted((Path(params.paths.benchmarks_root) / "synth_all" / "images").glob("*.png"))[0]
+    out = tmp_path / "overlay.png"
+    done = subprocess.run([sys.executable, "-m", "cocu", "segment", str(image), "--classes", "sky,grass,car,ball",
+                           "--checkpoint", str(Path(params.paths.checkpoints) / "oracle-s0.pt"), "--out", str(out),
+                           "--params", str(params_file)], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert Image.open(out).size[0] >= 256

@@ -1,0 +1,95 @@
+"""Neighbour search: exact blocked kNN, faiss indexes, recall, missing ids (method.md §2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cocu.concepts.config import IndexConfig
+from cocu.concepts.retrieval import build_index, exact_knn, recall_at_k, search_index, search_neighbours
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def clustered(rng: np.random.Generator, n: int, d: int = 16, centres: int = 10) -> np.ndarray:
+    c = rng.standard_normal((centres, d))
+    return unit(c[rng.integers(0, centres, n)] + 0.3 * rng.standard_normal((n, d)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_exact_knn_equals_brute_force(rng: np.random.Generator, dtype: type) -> None:
+    db = unit(rng.standard_normal((300, 16))).astype(dtype)
+    queries = db[rng.choice(300, 50, replace=False)]
+    # small blocks: many blocks, a last partial block, a block smaller than k
+    ids, sims = exact_knn(db, queries, k=7, block_size=37, query_block=16)
+    full = queries.astype(np.float32) @ db.astype(np.float32).T  # [Q, N]
+    want = np.argsort(-full, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(ids, want)
+    np.testing.assert_allclose(sims, np.take_along_axis(full, want, 1), rtol=1e-6)
+    assert ids.dtype == np.int64 and sims.dtype == np.float32
+
+
+def test_exact_knn_ties_by_id() -> None:
+    db = np.array([[1, 0], [0, 1], [1, 0], [1, 0]], dtype=np.float32)
+    ids, _ = exact_knn(db, db[:1], k=3, block_size=2)
+    np.testing.assert_array_equal(ids, [[0, 2, 3]])
+
+
+def test_exact_knn_rejects_k_above_n(rng: np.random.Generator) -> None:
+    with pytest.raises(ValueError, match="k=5"):
+        exact_knn(unit(rng.standard_normal((4, 3))), unit(rng.standard_normal((2, 3))), k=5)
+
+
+def test_flat_index_matches_exact(rng: np.random.Generator) -> None:
+    emb = unit(rng.standard_normal((200, 16)))
+    ids, _ = search_index(build_index(emb, IndexConfig(type="flat")), emb, k=5, batch_size=64)
+    want, _ = exact_knn(emb, emb, k=5)
+    np.testing.assert_array_equal(ids, want)
+    nb = search_neighbours(emb, IndexConfig(num_neighbours=5))
+    np.testing.assert_array_equal(nb.ids, want)
+    np.testing.assert_array_equal(nb.ids[:, 0], np.arange(200))  # each row is its own top-1
+
+
+def test_ivf_recall(rng: np.random.Generator) -> None:
+    emb = clustered(rng, 2000)
+    exact, _ = exact_knn(emb, emb, k=8)
+    # probing every list is exact search: recall 1
+    full = IndexConfig(type="ivf", nlist=16, nprobe=16, train_size=2000)
+    ids, _ = search_index(build_index(emb, full), emb, k=8)
+    assert recall_at_k(ids, exact) == 1.0
+    # one list out of 16 misses neighbours that fall in other lists
+    cfg = IndexConfig(type="ivf", nlist=16, nprobe=1, num_neighbours=8, recall_sample=500)
+    nb = search_neighbours(emb, cfg)
+    assert nb.recall is not None and 0.5 < nb.recall < 1.0
+    assert nb.recall == pytest.approx(recall_at_k(nb.ids, exact), abs=0.05)  # sample vs all
+
+
+def test_missing_neighbours_are_minus_one_with_minus_inf(rng: np.random.Generator) -> None:
+    # 64 lists over 80 points, one probed: most lists hold fewer than k = 8 points
+    emb = unit(rng.standard_normal((80, 16)))
+    index = build_index(emb, IndexConfig(type="ivf", nlist=64, nprobe=1, train_size=80))
+    ids, sims = search_index(index, emb, k=8)
+    missing = ids < 0
+    assert missing.any()
+    assert np.all(sims[missing] == -np.inf) and np.all(np.isfinite(sims[~missing]))
+    assert np.all(np.diff(missing.astype(int), axis=1) >= 0)  # missing ids only at row ends
+
+
+def test_recall_at_k_counts_missing_as_miss() -> None:
+    exact = np.array([[0, 1, 2], [3, 4, 5]])
+    approx = np.array([[2, 0, -1], [5, 9, -1]])  # 2/3 and 1/3 hits; -1 never matches
+    assert recall_at_k(approx, exact) == pytest.approx(0.5)
+    assert recall_at_k(np.array([[-1]]), np.array([[-1]])) == 0.0
+
+
+def test_hnsw_builds_and_finds_self(rng: np.random.Generator) -> None:
+    emb = unit(rng.standard_normal((300, 16)))
+    ids, _ = search_index(build_index(emb, IndexConfig(type="hnsw", hnsw_m=8, ef_search=32)), emb, k=4)
+    assert (ids[:, 0] == np.arange(300)).mean() > 0.95
+
+
+def test_ivf_nlist_above_n_is_an_error(rng: np.random.Generator) -> None:
+    with pytest.raises(ValueError, match="nlist"):
+        build_index(unit(rng.standard_normal((10, 4))), IndexConfig(type="ivf", nlist=32))

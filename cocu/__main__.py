@@ -28,7 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     seg.add_argument("--out", type=Path, default=Path("overlay.png"))
     seg.add_argument("--params", type=Path, default=Path("params.yaml"))
     seg.add_argument("--protocol", default="synth_all", help="protocol card (eval.benchmarks.NAME) to segment under")
+    launch = sub.add_parser("launch", help="print the sbatch scripts the pipeline's GPU stages would submit")
+    launch.add_argument("--dry-run", action="store_true", required=True, help="print only; submit nothing")
+    launch.add_argument("--params", type=Path, default=Path("params.yaml"))
+    launch.add_argument("--profile", default=None, help="apply profiles/NAME.yaml first (e.g. paper-cc3m)")
+    launch.add_argument("--folder", type=Path, default=Path("profiles"))
     args = parser.parse_args(argv)
+    if args.command == "launch":
+        return _dry_run(args)
     if args.command == "segment":
         return _segment(args)
     try:
@@ -44,6 +51,27 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """One sbatch script per GPU stage (embed, each pretrain run), as submitit would write it."""
+    from cocu.config import Params, from_dict, read_yaml
+    from cocu.clip.jobs import embed_launcher
+    from cocu.launch.executor import sbatch_script
+    from cocu.training.runs import run_name
+
+    try:
+        raw = profiles.compose(args.params, args.profile, args.folder) if args.profile else read_yaml(args.params)
+        params = from_dict(Params, raw, source=str(args.params))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    jobs = [("embed", embed_launcher(params.launcher))]
+    jobs += [(f"pretrain-{run_name(v, s)}", params.launcher) for v in params.pretrain.variants for s in params.pretrain.seeds]
+    for name, launcher in jobs:
+        print(f"# ---- {name} ({launcher.cluster}; profile {params.run.profile}) ----")
+        print(sbatch_script(launcher, name))
+    return 0
 
 
 def _segment(args: argparse.Namespace) -> int:

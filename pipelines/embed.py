@@ -8,7 +8,7 @@ import functools
 import logging
 from pathlib import Path
 
-from cocu.clip.jobs import embed_job
+from cocu.clip.jobs import embed_job, embed_launcher
 from cocu.config import load_params
 from cocu.launch.executor import run_job
 from cocu.stage import run_stage
@@ -20,7 +20,7 @@ log = logging.getLogger("embed")
 
 def main(params_file: Path) -> None:
     params = load_params(params_file)
-    stats = run_job(functools.partial(embed_job, params), cfg=params.launcher, name="embed")
+    stats = run_job(functools.partial(embed_job, params), cfg=embed_launcher(params.launcher), name="embed")
     write_json(params.paths.embed_metrics, stats)
     with start_run(params, stage="embed") as run:
         run.log_metrics({k: v for k, v in stats.items() if isinstance(v, (int, float))})

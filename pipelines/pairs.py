@@ -33,12 +33,13 @@ def main(params_file: Path) -> None:
     else:
         shards = pairs.find_real_shards(params.pairs, Path(paths.pairs_shards))
         stats = [pairs.index_corpus(shards, params.pairs, Path(paths.pairs_manifest), name="pairs")]
+        pairs.write_empty_corpus(Path(paths.teacher_shards), Path(paths.teacher_manifest))
+        pairs.real_gallery(shards, params.pairs, Path(paths.world_gallery))
     metrics = {k: v for s in stats for k, v in s.as_metrics().items()}
     write_json(paths.pairs_metrics, metrics)
     with start_run(params, stage="pairs") as run:
         run.log_metrics(metrics)
-        if params.pairs.source == "synthetic":
-            run.log_artifact(paths.world_gallery)
+        run.log_artifact(paths.world_gallery)
     log.info("pairs: %s", {k: v for k, v in metrics.items() if k.endswith(("valid", "mention_rate"))})
 
 

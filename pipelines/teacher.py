@@ -1,22 +1,28 @@
-"""DVC stage `teacher` (synthetic profile): train the tiny open_clip CLIP that stands in for
-web-scale CLIP, on the separate teacher corpus, with open_clip's CLIP loss. Writes
-`paths.clip_weights` and `paths.teacher_metrics` (loss curve, held-out retrieval, and the
-teacher's zero-shot concept accuracy and neighbour precision against the hidden ground truth).
-In the real profile this stage is not run: `paths.clip_weights` is a downloaded weights file."""
+"""DVC stage `teacher`: the CLIP that curation uses, written to `paths.clip_weights`.
+
+Synthetic profile: train the tiny open_clip CLIP that stands in for web-scale CLIP on the separate
+teacher corpus with open_clip's CLIP loss; `paths.teacher_metrics` holds the loss curve, held-out
+retrieval, and the teacher's zero-shot concept accuracy and neighbour precision against the hidden
+ground truth. Real profile (`clip.source: pretrained`): check the local weights file
+`clip.weights_file` (sha256, optional expected checksum; never a download) and import it, so the
+weights are a DVC-tracked dependency of everything downstream."""
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
+from cocu.clip.model import check_weights_file
 from cocu.clip.teacher import QualityProbe, run_teacher
-from cocu.config import ConfigError, load_params
+from cocu.config import load_params
 from cocu.data import world
 from cocu.data.manifest import read_ground_truth
 from cocu.data.shards import SkipCounter, iter_samples, list_shards
 from cocu.stage import run_stage
 from cocu.tracking import start_run
+from cocu.tracking.run_info import write_json
 
 log = logging.getLogger("teacher")
 
@@ -24,9 +30,15 @@ log = logging.getLogger("teacher")
 def main(params_file: Path) -> None:
     params = load_params(params_file)
     paths = params.paths
-    if params.clip.source != "synthetic":
-        raise ConfigError(f"{params_file}: clip.source is {params.clip.source!r}: the teacher stage trains the "
-                          "synthetic world's CLIP only (the real profile reads paths.clip_weights)")
+    if params.clip.source == "pretrained":
+        weights = Path(params.clip.weights_file) if params.clip.weights_file else None
+        digest = check_weights_file(weights, params.clip.expected_sha256, key="clip.weights_file")
+        Path(paths.clip_weights).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(weights, paths.clip_weights)
+        write_json(paths.teacher_metrics, {"metrics": {"weights_sha256": digest, "source": str(weights),
+                                                       "arch": params.clip.arch}})
+        log.info("teacher: imported %s (%s, sha256 %s)", weights, params.clip.arch, digest)
+        return
     truth = read_ground_truth(paths.teacher_manifest)
     probe = QualityProbe.from_ground_truth(truth["key"], truth["gt_present"], world.concept_names(),
                                            prompt=params.embed.prompt, k=params.index.num_neighbours)

@@ -155,3 +155,17 @@ def test_run_embed_writes_all_outputs(tmp_path: Path) -> None:
     assert metrics["rows"] == 9 and metrics["concepts"] == 2 and metrics["weights_sha256"] == digest
     assert np.load(out / "img.npy").shape == (9, TINY.embed_dim) and np.load(out / "c.npy").shape == (2, TINY.embed_dim)
     assert read_concept_names(out / "c.txt") == ["red", "traffic cone"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_autocast_matches_cpu(tmp_path: Path, clip) -> None:
+    shards, path = _corpus(tmp_path, n=8)
+    keys = read_manifest_keys(path)
+    cpu_img, cpu_txt = _embed(clip, shards, keys, tmp_path / "cpu")
+    model, pre_val, tok = clip
+    embed_pairs(model, pre_val, tok, iter_samples(shards), keys, tmp_path / "g.npy", tmp_path / "gt.npy", 4,
+                torch.device("cuda"), autocast=True)
+    np.testing.assert_allclose(np.load(tmp_path / "g.npy").astype(np.float32), cpu_img.astype(np.float32), atol=2e-2)
+    np.testing.assert_allclose(np.load(tmp_path / "gt.npy").astype(np.float32), cpu_txt.astype(np.float32), atol=2e-2)
+    model.cpu()

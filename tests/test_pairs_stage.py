@@ -106,6 +106,9 @@ def test_real_profile_indexes_existing_shards(pairs_run, tmp_path, monkeypatch):
     assert "gt_present" not in frame.columns
     metrics = json.loads(Path(loaded.paths.pairs_metrics).read_text())
     assert metrics["pairs/skipped/empty_shard"] == 1
+    # the same outputs as the synthetic profile: an empty teacher corpus and a gallery of real pairs
+    assert len(pd.read_parquet(loaded.paths.teacher_manifest)) == 0
+    assert Image.open(loaded.paths.world_gallery).size[0] > 300
 
 
 def test_missing_shard_folder_is_a_clear_error(tmp_path):

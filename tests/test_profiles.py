@@ -41,3 +41,13 @@ def test_write_applies_in_place(tmp_path):
     raw = yaml.safe_load(params.read_text())
     assert raw["world"]["size"] == "smoke" and raw["run"]["profile"] == "smoke"
     assert raw["world"]["mention_rate"] == 0.4  # untouched keys kept
+
+
+@pytest.mark.parametrize("name", ["paper-cc3m", "paper-cc3m-cc12m-yfcc14m"])
+def test_paper_profiles_train_at_global_batch_4096(name):
+    params = from_dict(Params, profiles.compose(REPO / "params.yaml", name, REPO / "profiles"))
+    launcher, train = params.launcher, params.train
+    assert launcher.nodes * launcher.gpus_per_node * train.batch_size * train.accum_steps == 4096
+    assert train.lr_reference_batch == 4096 and train.base_lr == pytest.approx(1.6e-3)
+    assert params.model.image.img_size == 224 and params.clip.source == "pretrained"
+    assert launcher.cluster == "slurm" and params.pairs.source == "webdataset"

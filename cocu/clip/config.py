@@ -19,6 +19,8 @@ class ClipConfig:
 
     source: Literal["synthetic", "pretrained"]
     arch: str = "ViT-B-16"  # open_clip architecture name (pretrained only); never a hub tag
+    weights_file: Optional[str] = None  # pretrained: the local weights file (never downloaded); the
+    # teacher stage checks it and imports it into paths.clip_weights (DVC-tracked from then on)
     expected_sha256: Optional[str] = None  # checksum of the weights file; mismatch is an error
     image_size: int = 64  # input pixels, square (synthetic)
     embed_dim: int = 128  # shared embedding width (synthetic)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from cocu.clip.embed import read_manifest_keys, run_embed
 from cocu.concepts.vocabulary import load_vocabulary
-from cocu.config import Params
+from cocu.config import LauncherConfig, Params
 from cocu.data.shards import SkipCounter, iter_samples, list_shards
 from cocu.launch.device import resolve_device
+
+
+def embed_launcher(cfg: LauncherConfig) -> LauncherConfig:
+    """The embed job writes one set of arrays: one task on one node, with at most one GPU."""
+    return dataclasses.replace(cfg, nodes=1, gpus_per_node=min(1, cfg.gpus_per_node))
 
 
 def embed_job(params: Params) -> dict[str, Any]:

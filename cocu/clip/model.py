@@ -68,14 +68,14 @@ def build_tiny_clip(cfg: ClipConfig) -> open_clip.CLIP:
     return model
 
 
-def check_weights_file(weights_path: Optional[Path], expected_sha256: Optional[str]) -> str:
+def check_weights_file(weights_path: Optional[Path], expected_sha256: Optional[str], key: str = WEIGHTS_KEY) -> str:
     """sha256 of the weights file; FileNotFoundError naming the path and params key if absent."""
     if weights_path is None:
-        raise FileNotFoundError(f"no CLIP weights file given: set {WEIGHTS_KEY} in params.yaml")
+        raise FileNotFoundError(f"no CLIP weights file given: set {key} in params.yaml")
     path = Path(weights_path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"CLIP weights file not found: {path} (params key {WEIGHTS_KEY}); "
+            f"CLIP weights file not found: {path} (params key {key}); "
             "put the file there (it is never downloaded)"
         )
     digest = sha256_file(path)

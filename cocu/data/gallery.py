@@ -86,3 +86,20 @@ def _name_regions(ax, label: np.ndarray) -> None:
         k = np.argmin((ys - cy) ** 2 + (xs - cx) ** 2)
         ax.text(xs[k], ys[k], CONCEPTS[cid].name, ha="center", va="center", fontsize=6.5, color="white",
                 path_effects=[patheffects.withStroke(linewidth=1.6, foreground="black")])
+
+
+def write_pair_gallery(images: Sequence[np.ndarray], captions: Sequence[str], path: Path, n: int = 12) -> None:
+    """A grid of the first `n` real pairs (image and caption): the real profile's gallery."""
+    n = min(n, len(images))
+    cols = 4
+    rows = max(1, math.ceil(n / cols))
+    fig = Figure(figsize=(3.2 * cols, 3.6 * rows))
+    FigureCanvasAgg(fig)
+    for i in range(n):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.imshow(images[i])
+        ax.set_axis_off()
+        ax.set_title("\n".join(textwrap.wrap(captions[i], 36)[:3]), fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, metadata={"Software": None})

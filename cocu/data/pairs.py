@@ -73,6 +73,28 @@ def build_synthetic_corpus(
     return stats
 
 
+def write_empty_corpus(shards_dir: Path, manifest_path: Path) -> None:
+    """The real profile has no teacher corpus (CLIP comes from a weights file): empty outputs keep
+    the DVC stage's outputs identical across profiles."""
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    for old in shards_dir.glob("*.tar"):
+        old.unlink()
+    manifest.write_manifest(pd.DataFrame({c: pd.Series(dtype=str) for c in manifest.TRAINING_COLUMNS}), manifest_path)
+
+
+def real_gallery(shards: list[Path], cfg: PairsConfig, path: Path, n: int = 12) -> None:
+    """The first `n` readable pairs of real shards, as a PNG grid."""
+    from itertools import islice
+
+    import numpy as np
+
+    from cocu.data.gallery import write_pair_gallery
+    from cocu.data.shards import iter_samples
+
+    samples = list(islice(iter_samples(shards, None, cfg.image_keys, cfg.caption_key), n))
+    write_pair_gallery([np.asarray(s.image) for s in samples], [s.caption for s in samples], path, n)
+
+
 def find_real_shards(cfg: PairsConfig, shards_dir: Path) -> list[Path]:
     """Existing img2dataset shards: `pairs.shards_glob` if set, else every `*.tar` in the folder."""
     if cfg.shards_glob:

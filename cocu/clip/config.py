@@ -23,13 +23,13 @@ class ClipConfig:
     # teacher stage checks it and imports it into paths.clip_weights (DVC-tracked from then on)
     expected_sha256: Optional[str] = None  # checksum of the weights file; mismatch is an error
     image_size: int = 64  # input pixels, square (synthetic)
-    embed_dim: int = 128  # shared embedding width (synthetic)
-    vision_width: int = 128
+    embed_dim: int = 64  # shared embedding width (synthetic); defaults = the measured teacher choice
+    vision_width: int = 96
     vision_layers: int = 3
     vision_head_width: int = 32  # heads = width // head_width (open_clip convention)
     patch_size: int = 8
     vision_pool: Literal["tok", "avg"] = "tok"  # image feature: class token or mean of patch tokens
-    text_width: int = 128
+    text_width: int = 64
     text_layers: int = 2
     text_head_width: int = 32
     context_length: int = 32  # BPE tokens per caption, incl. start/end (synthetic)
@@ -53,7 +53,7 @@ class TeacherConfig:
     eval_batch_size: int = 256  # held-out retrieval is measured within chunks of this size
     seed: int = 0
     threads: int = 2  # torch.set_num_threads during training (0: leave as is)
-    log_every: int = 20  # steps between loss log lines
+    log_every: int = 100  # steps between loss log lines
 
 
 @dataclass(frozen=True)

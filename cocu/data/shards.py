@@ -117,7 +117,7 @@ def list_shards(folder: Path | str, pattern: str = "*.tar") -> list[Path]:
     return sorted(folder.glob(pattern))
 
 
-def _split_member(name: str) -> tuple[str, str]:
+def split_member(name: str) -> tuple[str, str]:
     """`dir/abc.def.jpg` -> (`dir/abc`, `def.jpg`): webdataset splits at the first dot of the basename."""
     head, _, base = name.rpartition("/")
     stem, dot, ext = base.partition(".")
@@ -135,7 +135,7 @@ def _iter_groups(path: Path, counter: SkipCounter) -> Iterator[tuple[str, dict[s
             for member in tar:
                 if not member.isfile():
                     continue
-                k, ext = _split_member(member.name)
+                k, ext = split_member(member.name)
                 if k != key:
                     if key is not None:
                         n += 1

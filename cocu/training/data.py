@@ -51,6 +51,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 from cocu.training.augment import NUM_UNIFORMS, augment, erase_boxes
 from cocu.training.data_config import DataConfig
+from cocu.data.shards import split_member
 
 log = logging.getLogger(__name__)
 
@@ -175,13 +176,6 @@ def _pax_records(data: bytes) -> Iterator[tuple[bytes, bytes]]:
         pos += length
 
 
-def _split_name(name: str) -> tuple[str, str]:
-    """webdataset's convention: `dir/abc.def.jpg` -> key `dir/abc`, extension `def.jpg`."""
-    head, _, base = name.rpartition("/")
-    stem, _, ext = base.partition(".")
-    return (f"{head}/{stem}" if head else stem), ext.lower()
-
-
 def shard_images(path: str, image_keys: Sequence[str],
                  skipped: dict[str, int]) -> Iterator[tuple[str, bytes | None]]:
     """(key, image bytes or None) per sample of a shard, the first of `image_keys` present.
@@ -192,8 +186,8 @@ def shard_images(path: str, image_keys: Sequence[str],
     wanted = set(image_keys)
     key, group = None, {}
     try:
-        for name, data in read_tar(path, lambda n: _split_name(n)[1] in wanted):
-            k, ext = _split_name(name)
+        for name, data in read_tar(path, lambda n: split_member(n)[1] in wanted):
+            k, ext = split_member(name)
             if k != key:
                 if key is not None:
                     yield key, next((group[e] for e in image_keys if e in group), None)

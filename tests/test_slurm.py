@@ -115,6 +115,34 @@ def test_preempted_job_requeues_and_resumes(tmp_path: Path) -> None:
     assert sacct_states(job.job_id, rows=2) == ["REQUEUED", "COMPLETED"]
 
 
+SLOW_SCONTROL = """#!/bin/bash
+# scontrol, but `requeue` lingers 2 s after it is done: the SIGTERM that the requeue sends to the
+# job's processes reaches it while it still runs (KillWait=5 in slurm_up.sh: SIGKILL comes later)
+{real} "$@"; rc=$?
+[ "$1" = requeue ] && sleep 2
+exit $rc
+"""
+
+
+def test_requeue_survives_the_sigterm_it_triggers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`scontrol requeue` SIGTERMs the job, its own process included; a slow one must not die of it
+    (in CI it once did: the job wrote a failed result although SLURM had requeued it)."""
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "scontrol").write_text(SLOW_SCONTROL.format(real=shutil.which("scontrol")))
+    (shims / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")  # sbatch exports it to the job
+    run_dir = tmp_path / "run"
+    job = submit_job(CheckpointableTask(Accumulate(steps=6, step_s=0.5), run_dir), cfg=SLURM, name="ckpt",
+                     folder=tmp_path / "jobs")
+    deadline = time.monotonic() + 60
+    while not list(run_dir.glob("step_*.npy")):
+        assert time.monotonic() < deadline and not job.done(), "job wrote no checkpoint"
+        time.sleep(0.2)
+    job._interrupt()
+    assert wait_for(job, "ckpt", poll_s=0.5) == Accumulate(steps=6)(tmp_path)
+    assert sacct_states(job.job_id, rows=2) == ["REQUEUED", "COMPLETED"]
+
 STAGE_FUNCTIONS = """
 def train_step(x):
     raise ValueError(f"loss is NaN at step {x}")

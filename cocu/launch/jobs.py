@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import zlib
 from collections.abc import Callable
@@ -127,7 +128,18 @@ class CheckpointableTask(submitit.helpers.Checkpointable, Generic[R]):
         return self.task(self.run_dir)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
-        """Requeue this same callable; its state is on disk in `run_dir`, not in `self`."""
+        """Requeue this same callable; its state is on disk in `run_dir`, not in `self`.
+
+        Right after this returns, submitit runs `scontrol requeue JOBID` as a child of this
+        process. The requeue makes slurmd SIGTERM every process of the job, that `scontrol` among
+        them: if it has not exited yet it dies, submitit raises CalledProcessError, and the job
+        writes a *failed* result although SLURM did requeue it (seen in CI). So SIGTERM is ignored
+        from here on: `scontrol` inherits the ignore across exec and finishes; this process
+        already treated SIGTERM as a no-op (submitit's `bypass`), and SLURM's SIGKILL after
+        KillWait still ends it if the SystemExit that follows does not.
+        """
         log.warning("pre-empted or near the time limit after attempt %d: requeueing %s",
                     self.attempt, getattr(self.task, "__name__", type(self.task).__name__))
+        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return DelayedSubmission(self, *args, **kwargs)

@@ -1,7 +1,13 @@
-"""DVC stage `evaluate@<variant>-<seed>-<benchmark>`: zero-shot segmentation of one pre-trained
-checkpoint on one benchmark under its protocol card (`eval.benchmarks.<name>`), written to
-`results/<variant>/s<seed>/<benchmark>.json` (DVC metrics) and to an MLflow run with example
-predictions beside the ground truth."""
+"""DVC stage `evaluate@<variant>-<seed>`: zero-shot segmentation of one pre-trained checkpoint on
+every active benchmark (`eval.active`), each under its own protocol card (`eval.benchmarks.<name>`).
+
+Writes `results/<variant>/s<seed>/<benchmark>.json` per benchmark (mIoU, per-class IoU, the card,
+the checkpoint's sha256) with example predictions beside the ground truth in
+`<benchmark>_examples/`, the DVC metrics file `results/<variant>/s<seed>.json` (mIoU, aAcc, mAcc
+per benchmark), and one MLflow run per checkpoint holding all of it. One process per checkpoint,
+not per benchmark: a process costs about 7 s of start-up (torch, MLflow, the model and tokenizer),
+more than a synthetic benchmark's whole evaluation.
+"""
 
 from __future__ import annotations
 
@@ -20,37 +26,42 @@ from cocu.tracking.run_info import write_json
 from cocu.training.runs import run_name, run_outputs
 
 log = logging.getLogger("evaluate")
+SUMMARY_KEYS = ("mIoU", "aAcc", "mAcc")
 
 
-def main(params_file: Path, variant: str, seed: int, benchmark: str) -> None:
+def main(params_file: Path, variant: str, seed: int) -> None:
     params = load_params(params_file)
-    if benchmark not in params.eval.benchmarks:
-        raise ConfigError(f"{params_file}: no protocol card eval.benchmarks.{benchmark}")
-    card = params.eval.benchmarks[benchmark]
+    missing = [b for b in params.eval.active if b not in params.eval.benchmarks]
+    if missing:
+        raise ConfigError(f"{params_file}: eval.active names {missing} without a protocol card in eval.benchmarks")
     if params.eval.threads > 0:
         torch.set_num_threads(params.eval.threads)
     run = run_name(variant, seed)
-    out = Path(params.paths.results) / variant / f"s{seed}" / f"{benchmark}.json"
-    overlays = out.parent / f"{benchmark}_examples"
-    result = evaluate_checkpoint(run_outputs(params, variant, seed)["checkpoint"], benchmark, card,
-                                 params.paths.benchmarks_root, params.data.mean, params.data.std, overlay_dir=overlays,
-                                 num_overlays=params.eval.overlays, device=resolve_device("auto"))
-    result.update(variant=variant, seed=seed, profile=params.run.profile)
-    write_json(out, result)
-    tags = {"variant": variant, "seed": seed, "benchmark": benchmark, "protocol": result["protocol"]}
-    with start_run(params, stage="evaluate", run_name=f"{run}/{benchmark}", tags=tags, log_params=False) as mlflow_run:
-        mlflow_run.log_params({"variant": variant, "seed": seed, "benchmark": benchmark,
-                               "checkpoint_sha256": result["checkpoint_sha256"]})
-        mlflow_run.log_metrics({f"{benchmark}/mIoU": result["mIoU"], f"{benchmark}/aAcc": result["aAcc"]})
-        for png in sorted(overlays.glob("*.png")):
-            mlflow_run.log_artifact(png, artifact_path=f"examples/{benchmark}")
-    log.info("%s on %s: mIoU %.2f | %s", run, benchmark, result["mIoU"], result["protocol"])
+    out_dir = Path(params.paths.results) / variant / f"s{seed}"
+    cards = {b: params.eval.benchmarks[b] for b in params.eval.active}
+    results = evaluate_checkpoint(run_outputs(params, variant, seed)["checkpoint"], cards, params.paths.benchmarks_root,
+                                  params.data.mean, params.data.std, overlay_root=out_dir,
+                                  num_overlays=params.eval.overlays, device=resolve_device("auto"))
+    for bench, result in results.items():
+        result.update(variant=variant, seed=seed, profile=params.run.profile)
+        write_json(out_dir / f"{bench}.json", result)
+        log.info("%s on %s: mIoU %.2f | %s", run, bench, result["mIoU"], result["protocol"])
+    sha = next(iter(results.values()))["checkpoint_sha256"] if results else None
+    write_json(out_dir.with_suffix(".json"), {"variant": variant, "seed": seed, "checkpoint_sha256": sha,
+                                              **{b: {k: r[k] for k in SUMMARY_KEYS} for b, r in results.items()}})
+    tags = {"variant": variant, "seed": seed, "benchmarks": ",".join(results)}
+    with start_run(params, stage="evaluate", run_name=f"{run}/eval", tags=tags, log_params=False) as mlflow_run:
+        mlflow_run.log_params({"variant": variant, "seed": seed, "checkpoint_sha256": sha,
+                               **{f"protocol/{b}": r["protocol"] for b, r in results.items()}})
+        mlflow_run.log_metrics({f"{b}/{k}": r[k] for b, r in results.items() for k in SUMMARY_KEYS if r[k] is not None})
+        for bench in results:
+            for png in sorted((out_dir / f"{bench}_examples").glob("*.png")):
+                mlflow_run.log_artifact(png, artifact_path=f"examples/{bench}")
 
 
 def _flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--benchmark", required=True)
 
 
 if __name__ == "__main__":

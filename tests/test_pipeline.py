@@ -39,8 +39,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):
     params = load_params(params_file)
     for variant in params.pretrain.variants:
         pretrain.main(params_file, variant=variant, seed=0)
-        for bench in params.eval.active:
-            evaluate.main(params_file, variant=variant, seed=0, benchmark=bench)
+        evaluate.main(params_file, variant=variant, seed=0)
     report.main(params_file)
     yield params_file, params
     mp.undo()
@@ -89,6 +88,10 @@ def test_pretrain_and_results(pipeline):
             assert result["checkpoint_sha256"] == summary["checkpoint_sha256"]
             assert result["protocol"].startswith(bench)
             assert list((Path(params.paths.results) / variant / "s0" / f"{bench}_examples").glob("*.png"))
+        metrics = json.loads((Path(params.paths.results) / variant / "s0.json").read_text())  # the DVC metrics file
+        assert {b: metrics[b]["mIoU"] for b in params.eval.active} == {
+            b: json.loads((Path(params.paths.results) / variant / "s0" / f"{b}.json").read_text())["mIoU"]
+            for b in params.eval.active}
 
 
 def test_report_numbers_equal_result_files(pipeline):

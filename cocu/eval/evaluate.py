@@ -1,4 +1,4 @@
-"""The `evaluate` stage's library: one pre-trained checkpoint on one benchmark, and the demo.
+"""The `evaluate` stage's library: one pre-trained checkpoint on its benchmarks, and the demo.
 
 Loads the exported weights (`pretrain` stage), builds the class embeddings under the benchmark's
 protocol card, segments every image, and returns the result that the stage writes to
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -43,19 +43,27 @@ def load_model(checkpoint: Path | str, device: torch.device) -> tuple[torch.nn.M
     return model.to(device).eval(), cfg
 
 
-def evaluate_checkpoint(checkpoint: Path | str, name: str, card: ProtocolCard, root: Path | str,
-                        mean: Sequence[float], std: Sequence[float], overlay_dir: Path | None = None,
-                        num_overlays: int = 0, device: torch.device = torch.device("cpu")) -> dict[str, Any]:
-    """mIoU etc. of one checkpoint on one benchmark, with the protocol card beside the numbers."""
+def evaluate_checkpoint(checkpoint: Path | str, cards: Mapping[str, ProtocolCard], root: Path | str,
+                        mean: Sequence[float], std: Sequence[float], overlay_root: Path | None = None,
+                        num_overlays: int = 0, device: torch.device = torch.device("cpu")) -> dict[str, dict[str, Any]]:
+    """mIoU etc. of one checkpoint on each benchmark of `cards` (name -> protocol card), each
+    result with its card beside the numbers. The model is loaded once; each benchmark runs under
+    its own card, exactly as it would alone. Overlays go to `<overlay_root>/<name>_examples`."""
     model, cfg = load_model(checkpoint, device)
-    bench = open_benchmark(card, root)
-    text = benchmark_text_embeddings(model, build_tokenizer(cfg.text), bench, device)
-    scores = evaluate_benchmark(model, bench, text, scale=model.scale(), mean=mean, std=std,
-                                overlay_dir=overlay_dir, num_overlays=num_overlays, progress=True, name=name)
-    iou = {k[len("IoU/"):]: v for k, v in scores.items() if k.startswith("IoU/")}
-    return {"benchmark": name, "mIoU": scores["mIoU"], "aAcc": scores["aAcc"], "mAcc": scores.get("mAcc"),
-            "IoU": iou, "num_images": len(bench), "protocol": card_text(card, name),
-            "protocol_deviations": protocol_deviations(name, card), "checkpoint_sha256": sha256_file(Path(checkpoint))}
+    tokenizer = build_tokenizer(cfg.text)
+    sha = sha256_file(Path(checkpoint))
+    results = {}
+    for name, card in cards.items():
+        bench = open_benchmark(card, root)
+        text = benchmark_text_embeddings(model, tokenizer, bench, device)
+        overlay_dir = None if overlay_root is None else Path(overlay_root) / f"{name}_examples"
+        scores = evaluate_benchmark(model, bench, text, scale=model.scale(), mean=mean, std=std,
+                                    overlay_dir=overlay_dir, num_overlays=num_overlays, progress=True, name=name)
+        iou = {k[len("IoU/"):]: v for k, v in scores.items() if k.startswith("IoU/")}
+        results[name] = {"benchmark": name, "mIoU": scores["mIoU"], "aAcc": scores["aAcc"], "mAcc": scores.get("mAcc"),
+                         "IoU": iou, "num_images": len(bench), "protocol": card_text(card, name),
+                         "protocol_deviations": protocol_deviations(name, card), "checkpoint_sha256": sha}
+    return results
 
 
 def segment_image(image: np.ndarray, classes: Sequence[str], checkpoint: Path | str, card: ProtocolCard,

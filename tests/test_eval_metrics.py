@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from cocu.eval.metrics import SegEvaluator, confusion_matrix, scores_from_confusion
+from cocu.eval.metrics import SegEvaluator, bootstrap_miou, confusion_matrix, scores_from_confusion
 
 IGN = 255
 # 4 classes; class 3 occurs in no label and is predicted only on an ignored pixel -> absent
@@ -99,7 +99,9 @@ def test_reduce_is_a_noop_without_process_group():
     ev = SegEvaluator(4, IGN)
     ev.process(PRED, LABEL)
     out = ev.evaluate()
-    assert out == pytest.approx(scores_from_confusion(EXPECTED_CONF, ev.class_names), nan_ok=True)
+    expected = scores_from_confusion(EXPECTED_CONF, ev.class_names)
+    assert {k: out[k] for k in expected} == pytest.approx(expected, nan_ok=True)
+    assert out["mIoU_ci_lo"] == out["mIoU_ci_hi"] == pytest.approx(out["mIoU"])  # one image: no spread
     np.testing.assert_array_equal(ev.conf, EXPECTED_CONF)  # evaluate() leaves the local matrix alone
 
 
@@ -116,10 +118,42 @@ def test_reduce_sums_the_other_ranks_matrix(monkeypatch):
     monkeypatch.setattr(dist, "get_world_size", lambda: 2)
     monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
     monkeypatch.setattr(dist, "all_reduce", fake_all_reduce)
+    other_image = np.stack([np.diag(other), other.sum(axis=1), other.sum(axis=0)])[None]  # [1, 3, K]
+    monkeypatch.setattr(dist, "all_gather_object", lambda parts, mine: parts.__setitem__(slice(None), [mine, other_image]))
     ev = SegEvaluator(4, IGN, list("abcd"))
     ev.process(PRED, LABEL)
     out = ev.evaluate()
     assert calls == [dist.ReduceOp.SUM]
     assert out["IoU/d"] == pytest.approx(100.0)
     assert out["mIoU"] == pytest.approx(100 * (4 / 6 + 4 / 6 + 3 / 5 + 1) / 4)
+    assert out["mIoU_ci_lo"] < out["mIoU"] < out["mIoU_ci_hi"]  # both ranks' images were resampled
     np.testing.assert_array_equal(ev.conf, EXPECTED_CONF)
+
+
+def _image_counts(pred: np.ndarray, label: np.ndarray, k: int) -> np.ndarray:  # [3, K]
+    conf = confusion_matrix(pred, label, k)
+    return np.stack([np.diag(conf), conf.sum(axis=1), conf.sum(axis=0)])
+
+
+def test_bootstrap_interval_spans_the_extreme_resamples():
+    """Two images: resamples are {A,A}, {A,B}, {B,B}; with 1000 draws the 2.5% and 97.5% quantiles
+    are the mIoU of the all-A and all-B datasets (each has probability 1/4 per draw)."""
+    label = np.array([[0, 0], [1, 1]])
+    a = _image_counts(label, label, 2)  # perfect: mIoU 100
+    b = _image_counts(np.zeros_like(label), label, 2)  # all class 0: IoU 0.5 and 0
+    lo, hi = bootstrap_miou(np.stack([a, b]))
+    assert (lo, hi) == pytest.approx((25.0, 100.0))
+
+
+def test_bootstrap_interval_of_identical_images_is_a_point_and_narrows_with_more_images():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=(40, 8, 8))
+    preds = np.where(rng.random((40, 8, 8)) < 0.7, labels, rng.integers(0, 3, size=(40, 8, 8)))
+    counts = np.stack([_image_counts(p, l, 3) for p, l in zip(preds, labels)])  # [40, 3, K]
+    point = scores_from_confusion(sum(confusion_matrix(p, l, 3) for p, l in zip(preds, labels)), "abc")["mIoU"]
+    alone = scores_from_confusion(confusion_matrix(preds[0], labels[0], 3), "abc")["mIoU"]
+    assert bootstrap_miou(np.repeat(counts[:1], 10, axis=0)) == pytest.approx((alone, alone))
+    lo, hi = bootstrap_miou(counts[:10])
+    lo4, hi4 = bootstrap_miou(counts)
+    assert lo4 < point < hi4 and hi4 - lo4 < hi - lo
+    assert bootstrap_miou(counts) == bootstrap_miou(counts)  # seeded: deterministic

@@ -223,3 +223,19 @@ def test_pipeline_main_reads_the_report_section(tmp_path: Path) -> None:
     assert "0.58" in (Path(cfg.out_dir) / "tables" / "curation.md").read_text()
     with pytest.raises(ConfigError, match="typo"):
         from_dict(ReportSection, {**yaml.safe_load(params.read_text())["report"], "typo": 1})
+
+
+def test_single_seed_cells_show_the_bootstrap_interval(tmp_path: Path) -> None:
+    write_result(tmp_path, "baseline", 0, "voc", 30.0, mIoU_ci95=[27.5, 32.25])
+    write_result(tmp_path, "cocu", 0, "voc", 36.0, mIoU_ci95=[33.0, 39.0])
+    write_result(tmp_path, "cocu", 1, "voc", 38.0, mIoU_ci95=[35.0, 41.0])
+    results = load_results(tmp_path)
+    summary = tables.summarize(results, ["voc"])
+    assert tables.interval(summary, "baseline", "voc") == (27.5, 32.25)
+    assert all(math.isnan(x) for x in tables.interval(summary, "cocu", "voc"))  # 2 seeds: the seed spread instead
+    cell = tables.fmt_stat(*tables.stat(summary, "baseline", "voc"), 2, tables.interval(summary, "baseline", "voc"))
+    assert cell == "30.00 [27.50, 32.25] (1 seed)"
+    assert tables.fmt_stat(*tables.stat(summary, "cocu", "voc"), 2) == "37.00 ± 1.41 (2 seeds)"
+    write_result(tmp_path, "cocu", 2, "voc", 38.0, mIoU_ci95=[35.0])
+    with pytest.raises(ReportInputError, match="mIoU_ci95"):
+        load_results(tmp_path)

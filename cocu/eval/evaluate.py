@@ -61,7 +61,8 @@ def evaluate_checkpoint(checkpoint: Path | str, cards: Mapping[str, ProtocolCard
                                     overlay_dir=overlay_dir, num_overlays=num_overlays, progress=True, name=name)
         iou = {k[len("IoU/"):]: v for k, v in scores.items() if k.startswith("IoU/")}
         results[name] = {"benchmark": name, "mIoU": scores["mIoU"], "aAcc": scores["aAcc"], "mAcc": scores.get("mAcc"),
-                         "IoU": iou, "num_images": len(bench), "protocol": card_text(card, name),
+                         "mIoU_ci95": [scores["mIoU_ci_lo"], scores["mIoU_ci_hi"]], "IoU": iou,
+                         "num_images": len(bench), "protocol": card_text(card, name),
                          "protocol_deviations": protocol_deviations(name, card), "checkpoint_sha256": sha}
     return results
 

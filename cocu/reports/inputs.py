@@ -18,8 +18,8 @@ from typing import Any, Optional
 import pandas as pd
 
 REQUIRED_KEYS = ("variant", "seed", "benchmark", "mIoU")
-RESULT_COLUMNS = ("variant", "seed", "benchmark", "mIoU", "aAcc", "mAcc", "num_images", "profile", "protocol",
-                  "checkpoint_sha256", "path", "sha256")
+RESULT_COLUMNS = ("variant", "seed", "benchmark", "mIoU", "ci_lo", "ci_hi", "aAcc", "mAcc", "num_images", "profile",
+                  "protocol", "checkpoint_sha256", "path", "sha256")
 _SEED_DIR = re.compile(r"^s(\d+)$")
 _CURVE_FILE = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)\.csv$")
 
@@ -59,8 +59,12 @@ def _read_result(path: Path, root: Path) -> dict[str, Any]:
     if found != expected:
         raise ReportInputError(f"{path}: file says (variant, seed, benchmark) = {found}, its path says {expected}")
     miou = _as_float(data["mIoU"], path, "mIoU")
+    ci = data.get("mIoU_ci95") or [None, None]  # bootstrap 95% interval over images; older files lack it
+    if not (isinstance(ci, list) and len(ci) == 2):
+        raise ReportInputError(f"{path}: mIoU_ci95 must be a [lo, hi] list, got {ci!r}")
     return {
         "variant": found[0], "seed": found[1], "benchmark": found[2], "mIoU": miou,
+        "ci_lo": _as_float(ci[0], path, "mIoU_ci95[0]"), "ci_hi": _as_float(ci[1], path, "mIoU_ci95[1]"),
         "aAcc": _as_float(data.get("aAcc"), path, "aAcc"), "mAcc": _as_float(data.get("mAcc"), path, "mAcc"),
         "num_images": data.get("num_images"), "profile": data.get("profile"), "protocol": data.get("protocol"),
         "checkpoint_sha256": data.get("checkpoint_sha256"), "path": path.relative_to(root).as_posix(),

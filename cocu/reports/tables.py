@@ -57,12 +57,20 @@ def variant_label(variant: str) -> str:
 
 
 def summarize(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
-    """mIoU per (variant, benchmark): columns variant, benchmark, n, mean, std (+ benchmark == MEAN rows)."""
+    """mIoU per (variant, benchmark): columns variant, benchmark, n, mean, std, ci_lo, ci_hi (+ benchmark
+    == MEAN rows). ci_lo/ci_hi: the result's bootstrap 95% interval over images, kept only for a
+    single seed (with several, the spread over seeds is shown instead); NaN otherwise."""
+    cols = ["variant", "benchmark", "n", "mean", "std", "ci_lo", "ci_hi"]
     ok = results.dropna(subset=["mIoU"])
     if ok.empty:
-        return pd.DataFrame(columns=["variant", "benchmark", "n", "mean", "std"])
-    per = (ok.groupby(["variant", "benchmark"], sort=True)["mIoU"]
-           .agg(n="count", mean="mean", std=lambda x: x.std(ddof=1) if len(x) > 1 else math.nan).reset_index())
+        return pd.DataFrame(columns=cols)
+    if "ci_lo" not in ok:
+        ok = ok.assign(ci_lo=math.nan, ci_hi=math.nan)
+    per = (ok.groupby(["variant", "benchmark"], sort=True)
+           .agg(n=("mIoU", "count"), mean=("mIoU", "mean"),
+                std=("mIoU", lambda x: x.std(ddof=1) if len(x) > 1 else math.nan),
+                ci_lo=("ci_lo", "first"), ci_hi=("ci_hi", "first")).reset_index())
+    per.loc[per["n"] > 1, ["ci_lo", "ci_hi"]] = math.nan
     wide = (ok.pivot_table(index=["variant", "seed"], columns="benchmark", values="mIoU", aggfunc="first")
             .reindex(columns=list(benchmarks)))  # [variant x seed, benchmark], NaN where not evaluated
     rows = []
@@ -70,8 +78,9 @@ def summarize(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
         per_seed = wide.loc[variant].dropna().mean(axis=1).to_numpy()  # [seeds with every benchmark]
         rows.append({"variant": variant, "benchmark": MEAN, "n": len(per_seed),
                      "mean": float(per_seed.mean()) if len(per_seed) else math.nan,
-                     "std": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan})
-    means = pd.DataFrame(rows, columns=["variant", "benchmark", "n", "mean", "std"])
+                     "std": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan,
+                     "ci_lo": math.nan, "ci_hi": math.nan})
+    means = pd.DataFrame(rows, columns=cols)
     return pd.concat([per, means], ignore_index=True) if len(means) else per
 
 
@@ -83,10 +92,21 @@ def stat(summary: pd.DataFrame, variant: str, benchmark: str) -> tuple[int, floa
     return int(hit["n"].iloc[0]), float(hit["mean"].iloc[0]), float(hit["std"].iloc[0])
 
 
-def fmt_stat(n: int, mean: float, std: float, decimals: int) -> str:
+def interval(summary: pd.DataFrame, variant: str, benchmark: str) -> tuple[float, float]:
+    """The single seed's bootstrap 95% interval over images of one cell; (nan, nan) when none."""
+    hit = summary[(summary["variant"] == variant) & (summary["benchmark"] == benchmark)]
+    if hit.empty or "ci_lo" not in hit:
+        return math.nan, math.nan
+    return float(hit["ci_lo"].iloc[0]), float(hit["ci_hi"].iloc[0])
+
+
+def fmt_stat(n: int, mean: float, std: float, decimals: int,
+             ci: tuple[float, float] = (math.nan, math.nan)) -> str:
     if n == 0 or not math.isfinite(mean):
         return "—"
     if n == 1:
+        if all(math.isfinite(x) for x in ci):
+            return f"{mean:.{decimals}f} [{ci[0]:.{decimals}f}, {ci[1]:.{decimals}f}] (1 seed)"
         return f"{mean:.{decimals}f} (1 seed)"
     return f"{mean:.{decimals}f} ± {std:.{decimals}f} ({n} seeds)"
 
@@ -114,16 +134,17 @@ def main_table(summary: pd.DataFrame, benchmarks: Sequence[str], variants: Seque
     for v in variants:
         stats = {b: stat(summary, v, b) for b in columns}
         display.append({"variant": variant_label(v), "row": "ours",
-                        **{_col(b): fmt_stat(*stats[b], d) for b in columns}})
+                        **{_col(b): fmt_stat(*stats[b], d, interval(summary, v, b)) for b in columns}})
         method = cfg.paper_methods.get(v)
         paper = {b: _paper(ref, method, cfg.paper_setting, b) if method else ("n/a", []) for b in benchmarks}
         paper[MEAN] = _paper_mean([paper[b] for b in benchmarks])
         for b in columns:
             n, mean, std = stats[b]
+            ci_lo, ci_hi = interval(summary, v, b)
             status, nums = paper[b]
             value = float(np.mean([x.value for x in nums])) if status == "known" else math.nan
             data.append({"variant": v, "label": variant_label(v), "benchmark": b, "n_seeds": n, "miou_mean": mean,
-                         "miou_std": std, "paper_method": method or "", "paper_data": _data(nums),
+                         "miou_std": std, "miou_ci_lo": ci_lo, "miou_ci_hi": ci_hi, "paper_method": method or "", "paper_data": _data(nums),
                          "paper_status": _csv_status(status, method), "paper_miou": value,
                          "paper_verified": all(x.verified for x in nums) if nums else math.nan,
                          "delta": mean - value})
@@ -134,7 +155,9 @@ def main_table(summary: pd.DataFrame, benchmarks: Sequence[str], variants: Seque
             display.append({"variant": "", "row": "Δ (ours − paper)",
                             **{_col(b): _delta_cell(stats[b][1], *paper[b], d) for b in columns}})
     notes = [f"mIoU (x100), mean ± sample std over seeds; '{MEAN_LABEL}' averages each seed over "
-             f"{', '.join(benchmarks) or 'the benchmarks'} first (seeds lacking one are left out)."]
+             f"{', '.join(benchmarks) or 'the benchmarks'} first (seeds lacking one are left out).",
+             "[lo, hi] beside a single seed: the bootstrap 95% interval over the benchmark's images (1000 "
+             "resamples of whole images; the evaluation noise only, not the training seed's)."]
     if not show_paper:
         notes.append("None of these benchmarks is one of the paper's (configs/paper_numbers.yaml lists them), so "
                      "no paper rows are shown; the paper's numbers are listed under 'Paper reference numbers'.")
@@ -149,7 +172,8 @@ def main_table(summary: pd.DataFrame, benchmarks: Sequence[str], variants: Seque
                  pd.DataFrame(data, columns=_DATA_COLS), tuple(notes), text_columns=2)
 
 
-_DATA_COLS = ["variant", "label", "benchmark", "n_seeds", "miou_mean", "miou_std", "paper_method", "paper_data",
+_DATA_COLS = ["variant", "label", "benchmark", "n_seeds", "miou_mean", "miou_std", "miou_ci_lo", "miou_ci_hi",
+              "paper_method", "paper_data",
               "paper_status", "paper_miou", "paper_verified", "delta"]
 
 

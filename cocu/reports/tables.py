@@ -157,7 +157,8 @@ def main_table(summary: pd.DataFrame, benchmarks: Sequence[str], variants: Seque
     notes = [f"mIoU (x100), mean ± sample std over seeds; '{MEAN_LABEL}' averages each seed over "
              f"{', '.join(benchmarks) or 'the benchmarks'} first (seeds lacking one are left out).",
              "[lo, hi] beside a single seed: the bootstrap 95% interval over the benchmark's images (1000 "
-             "resamples of whole images; the evaluation noise only, not the training seed's)."]
+             "resamples of whole images; the evaluation noise only, not the training seed's, which can be "
+             "larger: compare variants over several seeds, `pretrain.seeds`)."]
     if not show_paper:
         notes.append("None of these benchmarks is one of the paper's (configs/paper_numbers.yaml lists them), so "
                      "no paper rows are shown; the paper's numbers are listed under 'Paper reference numbers'.")

@@ -37,6 +37,15 @@ def test_exact_knn_ties_by_id() -> None:
     np.testing.assert_array_equal(ids, [[0, 2, 3]])
 
 
+def test_flat_neighbours_tie_by_id_like_exact_knn() -> None:
+    db = np.array([[0, 1], [1, 0], [0, 1], [1, 0], [1, 0], [0.6, 0.8]], dtype=np.float32)
+    nb = search_neighbours(db, IndexConfig(num_neighbours=3, batch_size=2))  # no tie across the k-th place
+    want, want_sims = exact_knn(db, db, k=3)
+    np.testing.assert_array_equal(nb.ids, want)
+    np.testing.assert_array_equal(nb.ids[[1, 4, 5]], [[1, 3, 4], [1, 3, 4], [5, 0, 2]])  # ties in id order
+    np.testing.assert_allclose(nb.sims, want_sims, rtol=1e-6)
+
+
 def test_exact_knn_rejects_k_above_n(rng: np.random.Generator) -> None:
     with pytest.raises(ValueError, match="k=5"):
         exact_knn(unit(rng.standard_normal((4, 3))), unit(rng.standard_normal((2, 3))), k=5)

@@ -1,8 +1,11 @@
 """Image->image neighbour search over unit-norm embeddings (method.md §2; the `index` stage).
 
-Exact search (`exact_knn`) is the reference: a blocked float32 matrix multiply with a running
-top-k, never a per-query loop. Approximate faiss indexes (`ivf`, `hnsw`) are options, measured by
-`recall_at_k` against exact search on a sample.
+The `flat` index is exact search through faiss's IndexFlatIP (batched queries, rows re-sorted so
+that ties go to the lower id). `exact_knn` is our own exact search, a blocked float32 matrix
+multiply with a running top-k that streams a memory-mapped database: the reference that
+approximate indexes (`ivf`, `hnsw`) are measured against (`recall_at_k` on a sample). Measured
+side by side on this 2-core machine (benchmarks/curation.py, quiet): IndexFlatIP 88% of the matmul
+peak, `exact_knn` 71-73%, so `flat` uses faiss.
 
 Missing neighbours: an approximate index may return fewer than k results (id -1; the official
 code silently read -1 as the last row, method.md §1 quirk 4). Here a missing neighbour keeps id -1
@@ -62,10 +65,7 @@ def exact_knn(
             cand_i = torch.cat([best_i, i + d0], dim=1)
             best_v, j = torch.topk(cand_v, k, dim=1, sorted=False)
             best_i = cand_i.gather(1, j)
-        v, i = best_v.numpy(), best_i.numpy()
-        order = np.lexsort((i, -v), axis=1)  # sim descending, then id ascending
-        out_ids[q0 : q0 + len(q)] = np.take_along_axis(i, order, 1)
-        out_sims[q0 : q0 + len(q)] = np.take_along_axis(v, order, 1)
+        out_ids[q0 : q0 + len(q)], out_sims[q0 : q0 + len(q)] = sort_rows(best_i.numpy(), best_v.numpy())
     return out_ids, out_sims
 
 
@@ -116,6 +116,12 @@ def search_index(
     return ids, sims
 
 
+def sort_rows(ids: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row by similarity descending, ties by id ascending (missing ids, -inf, stay last)."""
+    order = np.lexsort((ids, -sims), axis=1)
+    return np.take_along_axis(ids, order, 1), np.take_along_axis(sims, order, 1)
+
+
 def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
     """Mean over queries of |approx ∩ exact| / k for ids [Q, k]; a missing id (-1) is a miss."""
     if approx_ids.shape != exact_ids.shape:
@@ -138,13 +144,14 @@ class Neighbours:
 def search_neighbours(emb: np.ndarray, cfg: IndexConfig) -> Neighbours:
     """Top-L neighbours of every row of `emb` [N, D] among all rows (exact or approximate).
 
-    `flat` runs `exact_knn` (faster than faiss's flat index here, see benchmarks/curation.py).
+    `flat` is exact (faiss IndexFlatIP; about 1.3x faster than `exact_knn` here, see
+    benchmarks/curation.py), with rows in `exact_knn`'s order: similarity descending, ties by id.
     """
     k = cfg.num_neighbours
-    if cfg.type == "flat":
-        ids, sims = exact_knn(emb, emb, k, cfg.block_size, cfg.batch_size)
-        return Neighbours(ids, sims, None, 0)
     index = build_index(emb, cfg)
+    if cfg.type == "flat":
+        ids, sims = sort_rows(*search_index(index, emb, k, cfg.batch_size))
+        return Neighbours(ids, sims, None, 0)
     ids, sims = search_index(index, emb, k, cfg.batch_size)
     recall = None
     if cfg.recall_sample > 0:

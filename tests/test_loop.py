@@ -74,6 +74,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -
     assert second.resumed_from == 3 and second.finished
     for (name, a), b in zip(straight.state_dict().items(), resumed_model.state_dict().values()):
         assert torch.equal(a, b), name
+    again = train(fresh_model(seed=7), CFG, micro_data(), tmp_path / "b")  # resumes the finished run
+    assert again.resumed_from == 6 and again.finished and again.metrics == second.metrics != {}
 
 
 def test_checkpoints_are_complete_atomic_and_pruned(tmp_path: Path) -> None:

@@ -76,9 +76,10 @@ def train(model: nn.Module, cfg: TrainConfig, make_batches: BatchFactory, run_di
     per_step = total_batch(cfg, dist.world_size)
 
     step, resumed_from = 0, None
+    metrics: dict[str, float] = {}  # the last logged window (restored on resume)
     found = latest_checkpoint(run_dir)
     if found is not None:
-        step = _resume(found, net, optimizer, scaler, cfg, dist)
+        step, metrics = _resume(found, net, optimizer, scaler, cfg, dist)
         resumed_from = step
         log.info("resumed from %s at step %d", found, step)
     else:
@@ -91,7 +92,6 @@ def train(model: nn.Module, cfg: TrainConfig, make_batches: BatchFactory, run_di
     end = schedule.total_steps if stop_at_step is None else min(stop_at_step, schedule.total_steps)
     batches = make_batches(step * cfg.accum_steps)
     ddp.train()
-    metrics: dict[str, float] = {}
     last_ckpt = found
     bar = tqdm(total=schedule.total_steps, initial=step, disable=not dist.is_main, desc="train",
                dynamic_ncols=True)
@@ -132,7 +132,7 @@ def train(model: nn.Module, cfg: TrainConfig, make_batches: BatchFactory, run_di
             sums.zero_()
             window_steps, window_start = 0, time.perf_counter()
         if step % cfg.checkpoint_every == 0 or step == end:
-            last_ckpt = _save(run_dir, step, net, optimizer, scaler, cfg, dist, schedule.total_steps)
+            last_ckpt = _save(run_dir, step, net, optimizer, scaler, cfg, dist, schedule.total_steps, metrics)
             if window_steps == 0:  # keep the checkpoint's write time out of the next throughput window
                 window_start = time.perf_counter()
     bar.close()
@@ -167,8 +167,10 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 def _save(run_dir: Path, step: int, net: nn.Module, optimizer: torch.optim.Optimizer,
-          scaler: torch.amp.GradScaler, cfg: TrainConfig, dist: DistInfo, total_steps: int) -> Path:
-    """Every rank contributes its RNG state; rank 0 writes; all wait for the file."""
+          scaler: torch.amp.GradScaler, cfg: TrainConfig, dist: DistInfo, total_steps: int,
+          metrics: dict[str, float]) -> Path:
+    """Every rank contributes its RNG state; rank 0 writes; all wait for the file. `metrics` (the
+    last logged window) travel with it, so that resuming a finished run still reports them."""
     rngs = all_gather_object(capture_rng(), dist)
     path = checkpoint_path(run_dir, step)
     if dist.is_main:
@@ -183,6 +185,7 @@ def _save(run_dir: Path, step: int, net: nn.Module, optimizer: torch.optim.Optim
             "samples_seen": step * total_batch(cfg, dist.world_size),
             "world_size": dist.world_size,
             "rng": rngs,  # one entry per rank
+            "metrics": dict(metrics),
             "train_config": dataclasses.asdict(cfg),
             "model_config": dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else None,
         }, path)
@@ -192,7 +195,8 @@ def _save(run_dir: Path, step: int, net: nn.Module, optimizer: torch.optim.Optim
 
 
 def _resume(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-            cfg: TrainConfig, dist: DistInfo) -> int:
+            cfg: TrainConfig, dist: DistInfo) -> tuple[int, dict[str, float]]:
+    """Load everything into place; (step, the metrics last logged before it)."""
     state = load_checkpoint(path)
     net.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -203,4 +207,4 @@ def _resume(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, scaler
                            f"{state['batches_consumed']} micro-batches per rank at step {step}; this run "
                            f"has world_size={dist.world_size}, accum_steps={cfg.accum_steps}")
     restore_rng(state["rng"][dist.rank])
-    return step
+    return step, dict(state.get("metrics", {}))

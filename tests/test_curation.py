@@ -197,26 +197,11 @@ def test_curate_all_streams_batches(rng: np.random.Generator) -> None:
 
 
 def kmeans_reference(x: np.ndarray, k: int, iters: int) -> np.ndarray:
-    """Plain Lloyd in embedding space for one archive, farthest-point init, same renumbering."""
-    centres = [0]
-    d = ((x - x[0]) ** 2).sum(1)
-    for _ in range(1, k):
-        centres.append(int(np.argmax(d)))
-        d = np.minimum(d, ((x - x[centres[-1]]) ** 2).sum(1))
-    c = x[centres].copy()
-    labels = None
-    for _ in range(iters):
-        new = np.argmin(((x[:, None, :] - c[None]) ** 2).sum(-1), axis=1)
-        if labels is not None and np.array_equal(new, labels):
-            break
-        labels = new
-        for j in range(k):
-            if np.any(labels == j):
-                c[j] = x[labels == j].mean(0)
-    order = {}
-    for lab in labels:
-        order.setdefault(int(lab), len(order))
-    return np.array([order[int(lab)] for lab in labels])
+    """Plain Lloyd in embedding space for one archive, farthest-point init, same renumbering: the
+    per-archive reference of benchmarks/curation.py (one restatement of method.md §4 for both)."""
+    from benchmarks.curation import kmeans_one
+
+    return np.array(kmeans_one(x, k, iters, "numpy"))
 
 
 def test_kmeans_batched_equals_per_archive_loop(rng: np.random.Generator) -> None:

@@ -121,13 +121,15 @@ class SegEvaluator:
     def reset(self) -> None:
         self.conf = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)  # [K, K] gt x pred
         self.per_image: list[np.ndarray] = []  # [3, K] per image: tp, labelled, predicted (bootstrap)
-        self.num_images = 0
+
+    @property
+    def num_images(self) -> int:  # processed on this rank
+        return len(self.per_image)
 
     def process(self, pred: np.ndarray, label: np.ndarray) -> None:  # [H, W] ints each
         conf = confusion_matrix(pred, label, self.num_classes, self.ignore_index)
         self.conf += conf
         self.per_image.append(np.stack([np.diag(conf), conf.sum(axis=1), conf.sum(axis=0)]))
-        self.num_images += 1
 
     def evaluate(self) -> dict[str, float]:
         """Scores over every rank's images (the matrix is summed across ranks when distributed),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from cocu.config import ConfigError, load_params
+from cocu.config import load_params
 from cocu.eval.evaluate import evaluate_checkpoint
 from cocu.launch.device import resolve_device
 from cocu.stage import run_stage
@@ -30,10 +30,7 @@ SUMMARY_KEYS = ("mIoU", "aAcc", "mAcc")
 
 
 def main(params_file: Path, variant: str, seed: int) -> None:
-    params = load_params(params_file)
-    missing = [b for b in params.eval.active if b not in params.eval.benchmarks]
-    if missing:
-        raise ConfigError(f"{params_file}: eval.active names {missing} without a protocol card in eval.benchmarks")
+    params = load_params(params_file)  # EvalConfig checks that every active name has a protocol card
     if params.eval.threads > 0:
         torch.set_num_threads(params.eval.threads)
     run = run_name(variant, seed)

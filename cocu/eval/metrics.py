@@ -52,6 +52,14 @@ def confusion_matrix(pred: np.ndarray, label: np.ndarray, num_classes: int,
 BOOTSTRAP_DRAWS = 1000
 
 
+def class_iou(tp: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class IoU = TP / (TP + FP + FN) from true positives, labelled and predicted pixel counts
+    (any leading shape, classes last), NaN where the union is empty; and the union."""
+    union = gt + pred - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, tp / union, np.nan), union
+
+
 def bootstrap_miou(counts: np.ndarray, draws: int = BOOTSTRAP_DRAWS, seed: int = 0,
                    level: float = 0.95) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mIoU (x 100) over images.
@@ -70,10 +78,7 @@ def bootstrap_miou(counts: np.ndarray, draws: int = BOOTSTRAP_DRAWS, seed: int =
     weights = np.bincount((np.arange(draws)[:, None] * n + picks).ravel(),
                           minlength=draws * n).reshape(draws, n).astype(np.float64)  # [B, N] multiplicities
     sums = (weights @ counts.reshape(n, -1)).reshape(draws, 3, -1)  # [B, 3, K]
-    tp, gt, pred = sums[:, 0], sums[:, 1], sums[:, 2]  # [B, K] each
-    union = gt + pred - tp
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)  # [B, K]
+    iou, union = class_iou(sums[:, 0], sums[:, 1], sums[:, 2])  # [B, K] each
     has = np.any(union > 0, axis=1)
     miou = np.full(draws, np.nan)
     miou[has] = 100.0 * np.nanmean(iou[has], axis=1)
@@ -93,9 +98,8 @@ def scores_from_confusion(conf: np.ndarray, class_names: Sequence[str]) -> dict[
     tp = np.diag(conf)  # [K]
     gt = conf.sum(axis=1)  # [K] labelled pixels per class
     predicted = conf.sum(axis=0)  # [K]
-    union = gt + predicted - tp
+    iou, union = class_iou(tp, gt, predicted)
     with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)
         acc = np.where(gt > 0, tp / gt, np.nan)
     out = {
         "mIoU": 100.0 * float(np.nanmean(iou)) if np.any(union > 0) else float("nan"),

@@ -84,20 +84,22 @@ def summarize(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
     return pd.concat([per, means], ignore_index=True) if len(means) else per
 
 
+def _cell(summary: pd.DataFrame, variant: str, benchmark: str) -> pd.Series | None:
+    """The summary row of one (variant, benchmark); None when absent or without results."""
+    hit = summary[(summary["variant"] == variant) & (summary["benchmark"] == benchmark)]
+    return None if hit.empty or int(hit["n"].iloc[0]) == 0 else hit.iloc[0]
+
+
 def stat(summary: pd.DataFrame, variant: str, benchmark: str) -> tuple[int, float, float]:
     """(n, mean, std) of one cell; (0, nan, nan) when absent."""
-    hit = summary[(summary["variant"] == variant) & (summary["benchmark"] == benchmark)]
-    if hit.empty or int(hit["n"].iloc[0]) == 0:
-        return 0, math.nan, math.nan
-    return int(hit["n"].iloc[0]), float(hit["mean"].iloc[0]), float(hit["std"].iloc[0])
+    row = _cell(summary, variant, benchmark)
+    return (0, math.nan, math.nan) if row is None else (int(row["n"]), float(row["mean"]), float(row["std"]))
 
 
 def interval(summary: pd.DataFrame, variant: str, benchmark: str) -> tuple[float, float]:
     """The single seed's bootstrap 95% interval over images of one cell; (nan, nan) when none."""
-    hit = summary[(summary["variant"] == variant) & (summary["benchmark"] == benchmark)]
-    if hit.empty or "ci_lo" not in hit:
-        return math.nan, math.nan
-    return float(hit["ci_lo"].iloc[0]), float(hit["ci_hi"].iloc[0])
+    row = _cell(summary, variant, benchmark)
+    return (math.nan, math.nan) if row is None else (float(row["ci_lo"]), float(row["ci_hi"]))
 
 
 def fmt_stat(n: int, mean: float, std: float, decimals: int,
@@ -133,14 +135,15 @@ def main_table(summary: pd.DataFrame, benchmarks: Sequence[str], variants: Seque
     display, data, used = [], [], []
     for v in variants:
         stats = {b: stat(summary, v, b) for b in columns}
+        intervals = {b: interval(summary, v, b) for b in columns}
         display.append({"variant": variant_label(v), "row": "ours",
-                        **{_col(b): fmt_stat(*stats[b], d, interval(summary, v, b)) for b in columns}})
+                        **{_col(b): fmt_stat(*stats[b], d, intervals[b]) for b in columns}})
         method = cfg.paper_methods.get(v)
         paper = {b: _paper(ref, method, cfg.paper_setting, b) if method else ("n/a", []) for b in benchmarks}
         paper[MEAN] = _paper_mean([paper[b] for b in benchmarks])
         for b in columns:
             n, mean, std = stats[b]
-            ci_lo, ci_hi = interval(summary, v, b)
+            ci_lo, ci_hi = intervals[b]
             status, nums = paper[b]
             value = float(np.mean([x.value for x in nums])) if status == "known" else math.nan
             data.append({"variant": v, "label": variant_label(v), "benchmark": b, "n_seeds": n, "miou_mean": mean,

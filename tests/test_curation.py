@@ -16,6 +16,7 @@ from cocu.concepts.curation import (
     gather_rows,
     score_concepts,
     substring_relation,
+    with_anchor,
 )
 
 EXACT = CurationConfig(cluster=False)
@@ -27,8 +28,7 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 def curate_rows(emb, neigh, captions, concept_emb, cfg, relation=None):
     """Curate the first len(neigh) rows of `emb` (anchors) with neighbours drawn from all of `emb`."""
-    neigh_emb = gather_rows(emb, neigh)
-    return curate_batch(emb[: len(neigh)], neigh, neigh_emb, captions, concept_emb, cfg, relation)
+    return curate_batch(gather_rows(emb, with_anchor(0, neigh)), neigh, captions, concept_emb, cfg, relation)
 
 
 def test_hand_built_ranking() -> None:
@@ -186,7 +186,7 @@ def test_curate_all_streams_batches(rng: np.random.Generator) -> None:
     cfg = CurationConfig(batch_size=7)
     batches = list(curate_all(emb.astype(np.float32), neigh, csr, concept_emb, cfg, start=3, stop=30))
     assert [len(b.sizes) for b in batches] == [7, 7, 7, 6]
-    whole = curate_batch(emb[3:30].astype(np.float32), neigh[3:30], gather_rows(emb, neigh[3:30]), csr,
+    whole = curate_batch(gather_rows(emb, with_anchor(3, neigh[3:30])), neigh[3:30], csr,
                          concept_emb.astype(np.float32), cfg)
     got = np.concatenate([b.to_csr()[1] for b in batches])
     np.testing.assert_array_equal(got, whole.to_csr()[1])
@@ -194,6 +194,10 @@ def test_curate_all_streams_batches(rng: np.random.Generator) -> None:
 
 # --------------------------------------------------------------------------------------------
 # clustering
+
+
+def gram(x: np.ndarray) -> np.ndarray:
+    return x @ x.transpose(0, 2, 1)  # [B, A, A]
 
 
 def kmeans_reference(x: np.ndarray, k: int, iters: int) -> np.ndarray:
@@ -211,7 +215,7 @@ def test_kmeans_batched_equals_per_archive_loop(rng: np.random.Generator) -> Non
     mask = np.arange(amax)[None, :] < sizes[:, None]
     k = num_clusters(sizes, 0.5, 2)
     np.testing.assert_array_equal(k, [5, 2, 7, 3, 1, 6])
-    labels = kmeans_batched(x, mask, k, iters=50)
+    labels = kmeans_batched(gram(x), mask, k, iters=50)
     for b, size in enumerate(sizes):
         np.testing.assert_array_equal(labels[b, :size], kmeans_reference(x[b, :size], k[b], 50))
         assert np.all(labels[b, size:] == -1)
@@ -220,7 +224,7 @@ def test_kmeans_batched_equals_per_archive_loop(rng: np.random.Generator) -> Non
 def test_small_archives_one_cluster_per_concept(rng: np.random.Generator) -> None:
     x = np.repeat(unit(rng.standard_normal((1, 1, 4))), 3, axis=1).repeat(3, axis=0)  # identical points
     mask = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1]], dtype=bool)
-    labels = cluster_archives(x, mask, ratio=0.5, min_size=2, iters=10)
+    labels = cluster_archives(gram(x), mask, ratio=0.5, min_size=2, iters=10)
     # sizes 2 and 1: one cluster per concept; size 3 of identical points: 2 clusters, one stays empty
     np.testing.assert_array_equal(labels, [[0, 1, -1], [0, -1, -1], [0, 0, 0]])
 

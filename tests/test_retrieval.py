@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from cocu.concepts.config import IndexConfig
-from cocu.concepts.retrieval import build_index, exact_knn, recall_at_k, search_index, search_neighbours
+import torch
+
+from cocu.concepts.retrieval import (
+    _column_top_k,
+    build_index,
+    exact_knn,
+    exact_self_knn,
+    recall_at_k,
+    search_index,
+    search_neighbours,
+)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -44,6 +54,49 @@ def test_flat_neighbours_tie_by_id_like_exact_knn() -> None:
     np.testing.assert_array_equal(nb.ids, want)
     np.testing.assert_array_equal(nb.ids[[1, 4, 5]], [[1, 3, 4], [1, 3, 4], [5, 0, 2]])  # ties in id order
     np.testing.assert_allclose(nb.sims, want_sims, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("block_size", [37, 64, 1000])  # many blocks + a partial one; two blocks; one
+def test_exact_self_knn_equals_brute_force(rng: np.random.Generator, dtype: type, block_size: int) -> None:
+    emb = np.concatenate([clustered(rng, 150), unit(rng.standard_normal((60, 16)))]).astype(dtype)
+    emb = emb[rng.permutation(len(emb))]  # neighbours spread over the blocks
+    ids, sims = exact_self_knn(emb, k=9, block_size=block_size)
+    full = emb.astype(np.float32) @ emb.astype(np.float32).T  # [N, N]
+    want = np.argsort(-full, axis=1, kind="stable")[:, :9]
+    np.testing.assert_array_equal(ids, want)
+    np.testing.assert_allclose(sims, np.take_along_axis(full, want, 1), rtol=1e-6)
+    assert ids.dtype == np.int64 and sims.dtype == np.float32
+
+
+def test_exact_self_knn_block_smaller_than_k(rng: np.random.Generator) -> None:
+    emb = unit(rng.standard_normal((23, 8)))
+    ids, _ = exact_self_knn(emb, k=6, block_size=4)  # 4-row blocks, a 3-row last block
+    np.testing.assert_array_equal(ids, exact_knn(emb, emb, k=6)[0])
+
+
+def test_exact_self_knn_ties_by_id() -> None:
+    db = np.array([[0, 1], [1, 0], [0, 1], [1, 0], [1, 0], [0.6, 0.8]], dtype=np.float32)
+    ids, _ = exact_self_knn(db, k=3, block_size=2)  # no tie across the k-th place
+    np.testing.assert_array_equal(ids[[1, 4, 5]], [[1, 3, 4], [1, 3, 4], [5, 0, 2]])
+
+
+@pytest.mark.parametrize("floor", ["none", "loose", "tight"])  # none: every entry passes -> column top-k
+def test_column_top_k_equals_a_full_column_sort(rng: np.random.Generator, floor: str) -> None:
+    sims = torch.from_numpy(rng.standard_normal((50, 30)).astype(np.float32))
+    want_v, want_i = torch.topk(sims, 4, dim=0)  # [4, 30] best first (no ties in random floats)
+    bound = {"none": torch.full((30,), -np.inf), "loose": want_v[-1] - 0.5, "tight": want_v[-1]}[floor]
+    v, i = _column_top_k(sims, bound, 4, offset=100)
+    order = torch.argsort(v, dim=1, descending=True)
+    np.testing.assert_array_equal(v.gather(1, order).numpy(), want_v.T.numpy())
+    np.testing.assert_array_equal(i.gather(1, order).numpy(), want_i.T.numpy() + 100)
+
+
+def test_column_top_k_keeps_fewer_when_fewer_pass() -> None:
+    sims = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]])
+    v, i = _column_top_k(sims, torch.tensor([0.5, 0.75]), 2, offset=0)
+    np.testing.assert_array_equal(i.numpy(), [[0, -1], [1, -1]])
+    np.testing.assert_array_equal(v.numpy(), np.float32([[0.9, -np.inf], [0.8, -np.inf]]))
 
 
 def test_exact_knn_rejects_k_above_n(rng: np.random.Generator) -> None:

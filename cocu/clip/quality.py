@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from cocu.concepts.retrieval import exact_knn
+from cocu.concepts.retrieval import exact_self_knn
 
 
 def multi_hot(sets: Sequence[Sequence[str]], names: Sequence[str]) -> np.ndarray:
@@ -94,9 +94,9 @@ def random_average_precision(n_relevant: np.ndarray, num_items: int) -> np.ndarr
     return np.where(r > 0, (r - 1) / (v - 1) + (v - r) / (v * (v - 1)) * harmonic, np.nan)
 
 
-def knn_excluding_self(emb: np.ndarray, k: int, block: int = 8192) -> np.ndarray:
+def knn_excluding_self(emb: np.ndarray, k: int, block: int = 4096) -> np.ndarray:
     """[N, k] ids of the top-k inner-product neighbours of each row, the row itself excluded."""
-    ids, _ = exact_knn(emb, emb, min(k + 1, len(emb)), block_size=block)  # [N, k+1]
+    ids, _ = exact_self_knn(emb, min(k + 1, len(emb)), block_size=block)  # [N, k+1]
     is_self = ids == np.arange(len(ids))[:, None]
     ids = np.take_along_axis(ids, np.argsort(is_self, axis=1, kind="stable"), 1)  # self moves last
     return ids[:, :k]

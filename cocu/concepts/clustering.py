@@ -1,6 +1,7 @@
 """Batched k-means over the concept embeddings of many archives at once (method.md §4).
 
-Each archive (a padded row of a [B, A, D] tensor with a [B, A] mask) gets its own k-means with
+Each archive, given by the Gram matrix of its concept embeddings (a padded row of a [B, A, A]
+tensor with a [B, A] mask: k-means needs nothing else), gets its own k-means with
 `ceil(ratio * |A|)` clusters when |A| > `min_size`; smaller archives put each concept in its own
 cluster. The official code uses scikit-learn with a fixed `random_state`; here the
 initialisation is deterministic farthest-point (Gonzalez) seeding, so there is no seed at all:
@@ -22,7 +23,7 @@ import numpy as np
 
 
 def cluster_archives(
-    x: np.ndarray,  # [B, A, D] concept embeddings in archive order
+    gram: np.ndarray,  # [B, A, A] Gram matrices X X^T of the concept embeddings, archive order
     mask: np.ndarray,  # [B, A] bool
     ratio: float,
     min_size: int,
@@ -30,7 +31,7 @@ def cluster_archives(
 ) -> np.ndarray:  # [B, A] int32 cluster ids, -1 on padding
     """k-means with ceil(ratio * |A|) clusters per archive; |A| <= min_size: one cluster per concept."""
     sizes = mask.sum(axis=1)
-    labels = kmeans_batched(x, mask, num_clusters(sizes, ratio, min_size), iters)
+    labels = kmeans_batched(gram, mask, num_clusters(sizes, ratio, min_size), iters)
     own = np.broadcast_to(np.arange(mask.shape[1], dtype=np.int32), mask.shape)
     return np.where(mask & (sizes <= min_size)[:, None], own, labels)
 
@@ -42,7 +43,7 @@ def num_clusters(sizes: np.ndarray, ratio: float, min_size: int) -> np.ndarray:
 
 
 def kmeans_batched(
-    x: np.ndarray,  # [B, A, D] concept embeddings, archive order (padding rows arbitrary)
+    gram: np.ndarray,  # [B, A, A] Gram matrices X X^T of the concept embeddings (padding arbitrary)
     mask: np.ndarray,  # [B, A] bool, True = a real concept
     k: np.ndarray,  # [B] int, clusters per archive (<= archive size)
     iters: int,
@@ -53,7 +54,6 @@ def kmeans_batched(
     kmax = int(k.max(initial=0))
     if kmax == 0:
         return labels
-    gram = np.matmul(x, x.transpose(0, 2, 1))  # [B, A, A]
     sq = np.einsum("baa->ba", gram)  # [B, A] squared norms
     # farthest-point init: centres[b, i] = index of the point chosen as centre i
     centres = np.zeros((bsz, kmax), dtype=np.int64)  # [B, K]
@@ -62,7 +62,7 @@ def kmeans_batched(
         centres[:, i] = np.argmax(min_d, axis=1)
         min_d = np.minimum(min_d, _sq_dist_to_point(gram, sq, centres[:, i]))
     valid_c = np.arange(kmax)[None, :] < k[:, None]  # [B, K] centre exists
-    weights = np.zeros((bsz, kmax, amax), dtype=x.dtype)  # [B, K, A] centre = weights @ X
+    weights = np.zeros((bsz, kmax, amax), dtype=gram.dtype)  # [B, K, A] centre = weights @ X
     np.put_along_axis(weights, centres[:, :, None], 1.0, axis=2)
     weights *= valid_c[:, :, None]
 
@@ -78,7 +78,7 @@ def kmeans_batched(
         assign = new
         onehot = (assign[:, None, :] == np.arange(kmax)[None, :, None]) & mask[:, None, :]  # [B, K, A]
         counts = onehot.sum(axis=2, keepdims=True)  # [B, K, 1]
-        weights = np.where(counts > 0, onehot / np.maximum(counts, 1), weights).astype(x.dtype)
+        weights = np.where(counts > 0, onehot / np.maximum(counts, 1), weights).astype(gram.dtype)
     return _renumber(assign, mask, kmax)
 
 

@@ -31,7 +31,7 @@ class IndexConfig:
     ef_search: int = 64  # hnsw: candidate list size while searching
     train_size: int = 100_000  # ivf: vectors sampled (seeded) to train the coarse quantiser
     batch_size: int = 4096  # queries per search call / query block of the exact search
-    block_size: int = 8192  # exact search: database rows per matrix-multiply block
+    block_size: int = 4096  # exact search: rows per matrix-multiply block (memory ~ block_size^2 floats)
     recall_sample: int = 1000  # approximate indexes: queries checked against exact search (0: skip)
     seed: int = 0  # training sample and recall sample
 

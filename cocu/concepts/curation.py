@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from cocu.concepts.clustering import cluster_archives
 from cocu.concepts.config import CurationConfig
@@ -104,9 +105,8 @@ def score_concepts(
 
 
 def curate_batch(
-    anchor_emb: np.ndarray,  # [B, D] unit-norm image embeddings of the anchors
-    neigh_ids: np.ndarray,  # [B, L] int64 neighbour rows (-1 = missing)
-    neigh_emb: np.ndarray,  # [B, L, D] their image embeddings (rows of missing ones arbitrary)
+    images: np.ndarray,  # [B, 1 + L, D] unit-norm image embeddings: the anchor, then its neighbours
+    neigh_ids: np.ndarray,  # [B, L] int64 neighbour rows (-1 = missing; their image rows arbitrary)
     captions: CSR,  # caption concept ids of all N pairs (rows indexed by neigh_ids)
     concept_emb: np.ndarray,  # [V, D] unit-norm text embeddings u_c
     cfg: CurationConfig,
@@ -152,13 +152,12 @@ def curate_batch(
         present[tb[t], a, tj[t]] = True
 
     # --- ranking (method.md §3)
-    dtype = np.result_type(anchor_emb, neigh_emb, concept_emb, np.float32)
-    emb = concept_emb[arch.clip(0)].astype(dtype, copy=False)  # [B, A, D] u_c
+    dtype = np.result_type(images, concept_emb, np.float32)
+    emb = torch.from_numpy(concept_emb[arch.clip(0)].astype(dtype, copy=False))  # [B, A, D] u_c
     # one product for anchor and neighbours, so that u_c.v_a is bit-identical to u_c.v_j when the
     # anchor is its own neighbour j (l = 1 exactly for a concept only the anchor names)
-    images = np.concatenate([anchor_emb[:, None, :], neigh_emb], axis=1).astype(dtype, copy=False)
-    # images: [B, 1 + L, D], the anchor first
-    sims = np.matmul(emb, images.transpose(0, 2, 1))  # [B, A, 1 + L]
+    sims = torch.bmm(emb, torch.from_numpy(images.astype(dtype, copy=False)).transpose(1, 2)).numpy()
+    # sims: [B, A, 1 + L], the anchor first
     score, _ = score_concepts(sims[..., 0], sims[..., 1:], present, amask)  # [B, A]
 
     # --- sort by score descending; ties by first appearance; padding last
@@ -168,19 +167,28 @@ def curate_batch(
     arch = np.take_along_axis(arch, perm, 1)
     score = np.where(amask, np.take_along_axis(score, perm, 1), np.nan)  # amask is a prefix
     if cfg.cluster:
-        emb = emb[np.arange(bsz)[:, None], perm]  # [B, A, D] in score order
-        clusters = cluster_archives(emb, amask, cfg.cluster_ratio, cfg.min_cluster_size, cfg.kmeans_iters)
+        gram = torch.bmm(emb, emb.transpose(1, 2)).numpy()  # [B, A, A] u_c . u_c', appearance order
+        gram = np.take_along_axis(np.take_along_axis(gram, perm[:, :, None], 1), perm[:, None, :], 2)
+        clusters = cluster_archives(gram, amask, cfg.cluster_ratio, cfg.min_cluster_size, cfg.kmeans_iters)
     else:
         clusters = np.where(amask, 0, -1).astype(np.int32)
     return ArchiveBatch(arch.astype(np.int32), score.astype(np.float32), clusters, sizes)
 
 
 def gather_rows(emb: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """emb[ids] -> [..., D] for ids [...] (-1 -> a zero row), float16 widened to float32."""
+    """emb[ids] -> [..., D] for ids [...] (-1 -> a zero row); float16 is widened to float32 by torch
+    (about 3x faster than numpy's conversion)."""
     rows = np.asarray(emb[ids.clip(0).ravel()]).reshape(*ids.shape, emb.shape[1])
-    rows = rows.astype(np.result_type(emb.dtype, np.float32), copy=False)
+    rows = torch.from_numpy(rows).float().numpy() if rows.dtype == np.float16 else rows.astype(
+        np.result_type(rows.dtype, np.float32), copy=False)
     rows[ids < 0] = 0.0
     return rows
+
+
+def with_anchor(start: int, neigh_ids: np.ndarray) -> np.ndarray:
+    """[B, 1 + L] image rows of a batch of anchors start, start + 1, ...: the anchor, then its neighbours."""
+    anchors = np.arange(start, start + len(neigh_ids), dtype=np.int64)
+    return np.concatenate([anchors[:, None], neigh_ids], axis=1)
 
 
 def curate_all(
@@ -198,5 +206,5 @@ def curate_all(
     concept_emb = np.asarray(concept_emb, dtype=np.float32)
     for b0 in range(start, stop, cfg.batch_size):
         ids = np.asarray(neigh_ids[b0 : min(b0 + cfg.batch_size, stop)], dtype=np.int64)  # [B, L]
-        anchors = np.asarray(image_emb[b0 : b0 + len(ids)], dtype=np.float32)  # [B, D]
-        yield curate_batch(anchors, ids, gather_rows(image_emb, ids), captions, concept_emb, cfg, relation)
+        images = gather_rows(image_emb, with_anchor(b0, ids))  # [B, 1 + L, D]
+        yield curate_batch(images, ids, captions, concept_emb, cfg, relation)

@@ -26,7 +26,7 @@ and as the equivalent 2 N^2 D of a plain search); IVF (faiss, `--nlist`, the sma
 `--nprobes` reaching recall@L 0.95). Each ratio is printed with its matmul bound: the reference
 rate against the symmetric search's multiply-adds at the measured peak with curation for free.
 
-Peak memory: `run_curation` alone in a fresh process at N/4 and N: peak total RSS (VmHWM, which
+Peak memory: `run_curation` alone in a fresh process at N/4 and N (same shard size): peak total RSS (VmHWM, which
 includes the memory-mapped inputs' pages, reclaimable) and peak anonymous RSS (sampled every 5 ms).
 
 The machine has 2 cores shared with other work: the 1-min load average is printed at the start
@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from sklearn.cluster import KMeans  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from cocu.concepts.archive import (  # noqa: E402
@@ -123,8 +124,6 @@ def kmeans_one(x: np.ndarray, k: int, iters: int, backend: str) -> list[int]:
     """One archive: Lloyd from the farthest-point init, plain numpy or scikit-learn (the official library)."""
     c = farthest_point_init(x, k)
     if backend == "sklearn":
-        from sklearn.cluster import KMeans
-
         labels = KMeans(k, init=c, n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd").fit(x).labels_
     else:
         labels = None
@@ -190,6 +189,7 @@ def run_reference(rows: np.ndarray, world: dict, num_l: int, cfg: CurationConfig
         return out, time.perf_counter() - t0
 
     probe = rows[: max(1, len(rows) // 10)]
+    run(rows[:2])  # warm-up (first calls into BLAS, OpenMP and scikit-learn)
     with threadpool_limits(1):
         t_one = run(probe)[1]
     t_all = run(probe)[1]
@@ -421,10 +421,11 @@ def bench_memory(a, world: dict, neigh: np.ndarray, tmp: Path, res: dict) -> Non
     sneigh, _ = exact_knn(sworld["emb"], sworld["emb"], a.l)
     res["rss"] = {}
     print("\n[memory: run_curation with clustering, alone in a fresh interpreter, batch "
-          f"{a.batch_size}]")
+          f"{a.batch_size}, shards of {max(1, small // 4)} pairs]")
+    shard = max(1, small // 4)  # the same shard size for both: a shard is the unit of write (and of memory)
     for n, w, nb in ((small, sworld, sneigh), (a.n, world, neigh)):
         paths = write_inputs(w, nb, tmp / f"rss_{n}")
-        cfg = CurationConfig(cluster=True, batch_size=a.batch_size, shard_size=max(1, n // 4))
+        cfg = CurationConfig(cluster=True, batch_size=a.batch_size, shard_size=shard)
         sec, hwm, anon, base, base_anon = measure_rss(w, paths, cfg)
         res["rss"][str(n)] = {"seconds": sec, "vmhwm_mb": hwm, "peak_anon_mb": anon, "rss_before_mb": base,
                               "anon_before_mb": base_anon}

@@ -10,12 +10,14 @@ import torch
 
 from cocu.concepts.retrieval import (
     _column_top_k,
+    _gaining_rows_top_k,
     build_index,
     exact_knn,
     exact_self_knn,
     recall_at_k,
     search_index,
     search_neighbours,
+    similarity_order,
 )
 
 
@@ -97,6 +99,37 @@ def test_column_top_k_keeps_fewer_when_fewer_pass() -> None:
     v, i = _column_top_k(sims, torch.tensor([0.5, 0.75]), 2, offset=0)
     np.testing.assert_array_equal(i.numpy(), [[0, -1], [1, -1]])
     np.testing.assert_array_equal(v.numpy(), np.float32([[0.9, -np.inf], [0.8, -np.inf]]))
+
+
+@pytest.mark.parametrize("case", ["all", "all_transposed", "few", "few_transposed"])
+def test_gaining_rows_top_k_on_every_path(rng: np.random.Generator, case: str) -> None:
+    block = torch.from_numpy(rng.standard_normal((40, 60)).astype(np.float32))
+    sims = block.T if case.endswith("transposed") else block  # [a, b]; a transposed view is not contiguous
+    full_v, full_i = torch.topk(sims, 5, dim=1)  # [a, 5] best first
+    floor = full_v[:, -1] - 1.0  # every row gains
+    if case.startswith("few"):  # rows 3 and 7 gain (an entry at their floor counts); the others cannot
+        floor = sims.amax(1) + 0.1
+        floor[3], floor[7] = full_v[3, 2], sims[7].amax()
+    hit, v, ids = _gaining_rows_top_k(sims, floor, 5, offset=1000)
+    want_rows = np.arange(len(sims)) if case.startswith("all") else [3, 7]
+    np.testing.assert_array_equal(hit.numpy(), want_rows)
+    for row, got_v, got_i in zip(hit.tolist(), v, ids):
+        keep = got_i >= 0  # the extraction may return fewer than k: only those at or above the floor
+        order = torch.argsort(got_v[keep], descending=True)
+        n_keep = int(keep.sum())
+        np.testing.assert_array_equal(got_v[keep][order].numpy(), full_v[row, :n_keep].numpy())
+        np.testing.assert_array_equal(got_i[keep][order].numpy(), full_i[row, :n_keep].numpy() + 1000)
+        assert n_keep == 5 or torch.sum(sims[row] >= floor[row]) == n_keep
+
+
+def test_similarity_order_groups_similar_rows(rng: np.random.Generator) -> None:
+    emb = clustered(rng, 400, centres=8)
+    order = similarity_order(emb, 8, seed=0)
+    np.testing.assert_array_equal(np.sort(order), np.arange(400))  # a permutation
+    np.testing.assert_array_equal(order, similarity_order(emb, 8, seed=0))  # deterministic
+    # neighbours in the new order are far more similar than random pairs
+    x = emb[order]
+    assert np.mean(np.sum(x[1:] * x[:-1], 1)) > np.mean(emb @ emb.T) + 0.3
 
 
 def test_exact_knn_rejects_k_above_n(rng: np.random.Generator) -> None:

@@ -79,7 +79,7 @@ def exact_self_knn(
     emb: np.ndarray,  # [N, D] unit-norm float32/float16 (a memory-mapped .npy is fine)
     k: int,
     block_size: int = 4096,  # rows per block; memory ~ block_size^2 * 4 bytes
-    seed: int = 0,  # the sample that seeds the row order (the order changes the time, not the result)
+    seed: int = 0,  # seeds the row order (which changes the time, not the neighbours)
 ) -> tuple[np.ndarray, np.ndarray]:  # ids [N, k] int64, sims [N, k] float32, best first
     """Exact top-k of every row of `emb` among all rows (itself included), by inner product.
 
@@ -91,9 +91,10 @@ def exact_self_knn(
     (along its columns). A row whose largest entry in S is below its running k-th best gains
     nothing from S; with similar rows in the same block, that is nearly every row once the
     diagonal blocks are done, so past the matrix multiply a block costs two max-reductions and a
-    top-k over the few rows and columns that can gain. The result does not depend on the order
-    or the filters, only the time does. Ties at the k-th place: which of the tied rows is kept is
-    not specified (as for `exact_knn`).
+    top-k over the few rows and columns that can gain. The filters never change the result; the
+    order changes only the time and, where a row's position in its block changes how the matrix
+    multiply sums, the last bit of a similarity (deterministic for a given seed). Ties at the k-th
+    place: which of the tied rows is kept is not specified (as for `exact_knn`).
     """
     n, _ = emb.shape
     if not 0 < k <= n:

@@ -179,8 +179,10 @@ def gather_rows(emb: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """emb[ids] -> [..., D] for ids [...] (-1 -> a zero row); float16 is widened to float32 by torch
     (about 3x faster than numpy's conversion)."""
     rows = np.asarray(emb[ids.clip(0).ravel()]).reshape(*ids.shape, emb.shape[1])
-    rows = torch.from_numpy(rows).float().numpy() if rows.dtype == np.float16 else rows.astype(
-        np.result_type(rows.dtype, np.float32), copy=False)
+    if rows.dtype == np.float16:
+        rows = torch.from_numpy(rows).float().numpy()
+    else:
+        rows = rows.astype(np.result_type(rows.dtype, np.float32), copy=False)
     rows[ids < 0] = 0.0
     return rows
 

@@ -6,12 +6,12 @@ each block product x_a x_b^T (a < b) serves both the rows of a (along its rows) 
 b (along its columns): about half the matrix-multiply work of a plain search. Rows are first
 grouped by similarity so that a running k-th best from the diagonal blocks rules out nearly
 every later (row, block) pair at the cost of a max-reduction. Measured at N = 100k, D = 512 on
-2 cores (benchmarks/curation.py): 34.6 s, 1.6x faster than faiss IndexFlatIP (80% of the float32
-matmul peak in multiply-adds done, 154% in those of a plain search). With a GPU, `flat` is
-faiss's GPU IndexFlatIP. `exact_knn` (queries
-against a database, blocked matmul with a running top-k, memory-mapped database) is the
-reference that approximate indexes (`ivf`, `hnsw`) are measured against (`recall_at_k` on a
-sample). Rows of every exact result are sorted by similarity descending, ties by id ascending.
+2 cores (benchmarks/curation.py, README "Curation speed"): 33.9 s, 83% of the float32 matmul
+peak in multiply-adds done (159% in those of a plain search); faiss IndexFlatIP would take 1.8x
+as long. With a GPU, `flat` is faiss's GPU IndexFlatIP. `exact_knn` (queries against a
+database, blocked matmul with a running top-k, memory-mapped database) is the reference that
+approximate indexes (`ivf`, `hnsw`) are measured against (`recall_at_k` on a sample). Rows of
+every exact result are sorted by similarity descending, ties by id ascending.
 
 Missing neighbours: an approximate index may return fewer than k results (id -1; the official
 code silently read -1 as the last row, method.md §1 quirk 4). Here a missing neighbour keeps id -1
@@ -67,10 +67,7 @@ def exact_knn(
             sims = buffer[: len(q) * len(block)].reshape(len(q), len(block))
             np.matmul(q, block.T, out=sims)  # [bq, bd]
             v, i = torch.topk(torch.from_numpy(sims), min(k, len(block)), dim=1, sorted=False)
-            cand_v = torch.cat([best_v, v], dim=1)  # [bq, k + k']
-            cand_i = torch.cat([best_i, i + d0], dim=1)
-            best_v, j = torch.topk(cand_v, k, dim=1, sorted=False)
-            best_i = cand_i.gather(1, j)
+            best_v, best_i = _merge_top_k(best_v, best_i, v, i + d0)
         out_ids[q0 : q0 + len(q)], out_sims[q0 : q0 + len(q)] = sort_rows(best_i.numpy(), best_v.numpy())
     return out_ids, out_sims
 
@@ -110,9 +107,7 @@ def exact_self_knn(
         return torch.from_numpy(np.asarray(emb[order[s : s + block_size]])).float()
 
     def merge(at: torch.Tensor, v: torch.Tensor, i: torch.Tensor) -> None:  # candidates [h, k'] of rows `at`
-        cand_v, cand_i = torch.cat([best_v[at], v], 1), torch.cat([best_i[at], i], 1)
-        top_v, j = torch.topk(cand_v, k, dim=1, sorted=False)
-        best_v[at], best_i[at] = top_v, cand_i.gather(1, j)
+        best_v[at], best_i[at] = _merge_top_k(best_v[at], best_i[at], v, i)
 
     def product(xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:  # [a, b] = xa xb^T
         return torch.mm(xa, xb.T, out=buffer[: len(xa) * len(xb)].view(len(xa), len(xb)))
@@ -133,6 +128,17 @@ def exact_self_knn(
     ids, sims = np.empty((n, k), dtype=np.int64), np.empty((n, k), dtype=np.float32)
     ids[order], sims[order] = order[best_i.numpy()], best_v.numpy()
     return sort_rows(ids, sims)
+
+
+def _merge_top_k(
+    best_v: torch.Tensor,  # [h, k] running top-k values (any order)
+    best_i: torch.Tensor,  # [h, k] their ids
+    v: torch.Tensor,  # [h, k'] candidates
+    i: torch.Tensor,  # [h, k'] their ids
+) -> tuple[torch.Tensor, torch.Tensor]:  # [h, k] the top-k of both, unsorted
+    cand_v, cand_i = torch.cat([best_v, v], 1), torch.cat([best_i, i], 1)
+    top_v, j = torch.topk(cand_v, best_v.shape[1], dim=1, sorted=False)
+    return top_v, cand_i.gather(1, j)
 
 
 def similarity_order(

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+import cocu.concepts.archive as archive
 from cocu.concepts.archive import (
     ARCHIVE_SCHEMA,
     CaptionConcepts,
@@ -124,6 +125,15 @@ def test_changed_config_starts_over(world: dict, tmp_path: Path) -> None:
     out = tmp_path / "out"
     run(world, out)
     stats = run(world, out, cfg=CurationConfig(batch_size=5, shard_size=12, membership="substring"))
+    assert stats.shards_reused == 0 and stats.shards_written == (0, 1, 2, 3, 4)
+
+
+def test_changed_code_starts_over(world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    run(world, out)
+    assert run(world, out).shards_reused == 5  # same inputs, settings and code: nothing to redo
+    monkeypatch.setattr(archive, "source_digest", lambda *parts: "edited curation code")
+    stats = run(world, out)
     assert stats.shards_reused == 0 and stats.shards_written == (0, 1, 2, 3, 4)
 
 

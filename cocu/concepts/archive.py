@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from cocu.concepts.config import CurationConfig
 from cocu.concepts.curation import CSR, ArchiveBatch, curate_all, substring_relation
+from cocu.provenance import source_digest
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +186,10 @@ def iter_archive_ids(out_dir: Path | str, concept_names: Sequence[str]) -> Itera
 
 
 def _fingerprint(image_emb, neigh_ids, captions, concept_names, concept_emb, cfg: CurationConfig) -> str:
-    """sha256 over every input's bytes and the config (a full pass over the inputs, streamed)."""
+    """sha256 over every input's bytes, the config and the curation code (a full pass over the
+    inputs, streamed)."""
     h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    h.update(source_digest("concepts").encode())
     for arr in (image_emb, neigh_ids):
         h.update(f"{arr.shape}{arr.dtype}".encode())
         for start in range(0, len(arr), 65536):

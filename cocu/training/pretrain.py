@@ -25,6 +25,7 @@ from cocu.launch.device import resolve_device
 from cocu.launch.distributed import DistInfo, destroy_process_group, from_env, init_process_group
 from cocu.models.factory import build_model
 from cocu.models.text import build_tokenizer
+from cocu.provenance import source_digest
 from cocu.training.checkpoint import save_checkpoint, sha256_file
 from cocu.training.data import PretrainData
 from cocu.training.loop import TrainResult, train
@@ -37,11 +38,13 @@ CURVE_COLUMNS = ("step", "loss", "itc", "mlc", "lr", "images_per_s")
 
 
 def fingerprint(params: Params, variant: str, seed: int, inputs: list[Path]) -> str:
-    """What a resumable run depends on: its params and its inputs (size + mtime). A stale run
-    folder from other settings is cleared instead of resumed."""
+    """What a resumable run depends on: its params, its inputs (size + mtime) and the code that
+    trains (data, models, training, concept sampling). A stale run folder from other settings or
+    code is cleared instead of resumed."""
     h = hashlib.sha256(json.dumps({"variant": variant, "seed": seed, "model": to_dict(params.model),
                                    "train": to_dict(params.train), "data": to_dict(params.data)},
                                   sort_keys=True).encode())
+    h.update(source_digest("concepts", "data", "models", "training").encode())
     for path in inputs:
         for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
             if f.is_file():

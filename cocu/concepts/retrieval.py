@@ -104,7 +104,7 @@ def exact_self_knn(
     buffer = torch.empty(min(block_size, n) ** 2)  # one similarity block, reused
 
     def rows(s: int) -> torch.Tensor:  # [b, D] float32 block of rows
-        return torch.from_numpy(np.asarray(emb[order[s : s + block_size]])).float()
+        return _float32(emb[order[s : s + block_size]])
 
     def merge(at: torch.Tensor, v: torch.Tensor, i: torch.Tensor) -> None:  # candidates [h, k'] of rows `at`
         best_v[at], best_i[at] = _merge_top_k(best_v[at], best_i[at], v, i)
@@ -153,16 +153,22 @@ def similarity_order(
     n = len(emb)
     gen = torch.Generator().manual_seed(seed)
     sample = np.sort(torch.randperm(n, generator=gen)[: min(n, sample_per_cluster * num_clusters)].numpy())
-    x = torch.from_numpy(np.asarray(emb[sample])).float()  # [S, D]
+    x = _float32(emb[sample])  # [S, D]
     centres = x[torch.randperm(len(x), generator=gen)[:num_clusters]].clone()  # [C, D]
     for _ in range(iters):
         nearest = torch.mm(x, centres.T).argmax(1)  # [S]
         sums = torch.zeros_like(centres).index_add_(0, nearest, x)
         centres = torch.where(torch.bincount(nearest, minlength=len(centres))[:, None] > 0,
                               torch.nn.functional.normalize(sums, dim=1), centres)
-    labels = np.concatenate([torch.mm(torch.from_numpy(np.asarray(emb[s : s + 8192])).float(), centres.T)
-                             .argmax(1).numpy() for s in range(0, n, 8192)])
+    labels = np.concatenate([torch.mm(_float32(emb[s : s + 8192]), centres.T).argmax(1).numpy()
+                             for s in range(0, n, 8192)])
     return np.argsort(labels, kind="stable")
+
+
+def _float32(rows: np.ndarray) -> torch.Tensor:
+    """Rows (float16/float32, memory-mapped or not) as a float32 tensor; torch widens float16 about
+    3x faster than numpy."""
+    return torch.from_numpy(np.asarray(rows)).float()
 
 
 def _gaining_rows_top_k(

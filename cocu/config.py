@@ -94,6 +94,8 @@ class WorldConfig:
     min_concepts: int  # concepts per image, inclusive
     max_concepts: int
     mention_rate: float  # target fraction of present concepts that the caption names
+    naming_bias: float  # mention-logit penalty of the under-named concepts (0: saliency alone)
+    thing_scale: float  # radius multiplier of every thing (1: the original sizes)
     shard_size: int  # samples per webdataset shard
     jpeg_quality: int
     seed: int

@@ -29,7 +29,9 @@ from cocu.provenance import source_digest
 from cocu.training.checkpoint import save_checkpoint, sha256_file
 from cocu.training.data import PretrainData
 from cocu.training.loop import TrainResult, train
-from cocu.training.prompts import ARCHIVE_METHODS, load_archives, make_prompt_source
+from cocu.training.prompts import (
+    ARCHIVE_METHODS, load_archives, make_prompt_source, reads_ground_truth, variant_precision,
+)
 from cocu.training.runs import run_name, run_outputs
 
 log = logging.getLogger(__name__)
@@ -93,16 +95,21 @@ def build_data(params: Params, variant: str, seed: int, dist: DistInfo) -> Pretr
     """The webdataset stream of this variant: the caption plus K prompts from its concept source."""
     paths = params.paths
     manifest = read_manifest(paths.pairs_manifest)
-    vocab = archives = truth = None
-    if variant == "baseline":
+    vocab = archives = truth = caption_concepts = None
+    precision = variant_precision(variant)
+    if variant == "baseline" or precision is not None:
         from cocu.concepts.vocabulary import load_vocabulary
 
         vocab = load_vocabulary(paths.vocabulary, paths.synonyms, params.vocabulary)
-    elif variant in ARCHIVE_METHODS:
+    if variant in ARCHIVE_METHODS or precision is not None:
         archives = load_archives(paths.archives, keys=manifest["key"].tolist())
-    elif variant == "oracle":  # the upper bound: the only reader of the hidden ground truth
+    if reads_ground_truth(variant):  # the upper bound and its ablations: the only readers of the hidden truth
         truth = read_ground_truth(paths.pairs_manifest)
-    prompts = make_prompt_source(variant, vocab, archives, truth, num_prompts=params.train.num_prompts)
+    if precision is not None:
+        caption_concepts = {k: vocab.extract(c) for k, c in zip(manifest["key"], manifest["caption"])}
+        vocab = None
+    prompts = make_prompt_source(variant, vocab, archives, truth, num_prompts=params.train.num_prompts,
+                                 caption_concepts=caption_concepts)
     return PretrainData(list_shards(paths.pairs_shards), manifest, prompts, build_tokenizer(params.model.text),
                         params.data, image_size=params.model.image.img_size, batch_size=params.train.batch_size,
                         rank=dist.rank, world_size=dist.world_size, seed=seed,
@@ -120,7 +127,8 @@ def run_pretraining(params: Params, variant: str, seed: int) -> dict[str, Any]:
     init_process_group(dist, device=device)
     out = run_outputs(params, variant, seed)
     run_dir = out["run_dir"]
-    inputs = [Path(params.paths.pairs_manifest)] + ([Path(params.paths.archives)] if variant in ARCHIVE_METHODS else [])
+    uses_archives = variant in ARCHIVE_METHODS or variant_precision(variant) is not None
+    inputs = [Path(params.paths.pairs_manifest)] + ([Path(params.paths.archives)] if uses_archives else [])
     stamp = fingerprint(params, variant, seed, inputs)
     if dist.is_main:
         stamp_file = run_dir / "fingerprint.txt"

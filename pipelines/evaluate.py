@@ -38,7 +38,8 @@ def main(params_file: Path, variant: str, seed: int) -> None:
     cards = {b: params.eval.benchmarks[b] for b in params.eval.active}
     results = evaluate_checkpoint(run_outputs(params, variant, seed)["checkpoint"], cards, params.paths.benchmarks_root,
                                   params.data.mean, params.data.std, overlay_root=out_dir,
-                                  num_overlays=params.eval.overlays, device=resolve_device("auto"))
+                                  num_overlays=params.eval.overlays, device=resolve_device("auto"),
+                                  counts_root=out_dir)
     for bench, result in results.items():
         result.update(variant=variant, seed=seed, profile=params.run.profile)
         write_json(out_dir / f"{bench}.json", result)

@@ -91,7 +91,7 @@ def fieller_interval(num: Sequence[float], den: Sequence[float], level: float = 
             return Interval(ratio, -math.inf, math.inf, n)
         half = t * math.sqrt(v11) / abs(m2)
         return Interval(ratio, ratio - half, ratio + half, n)
-    g = t * t * v22 / (m2 * m2)
+    g = t * t * v22 / (m2 * m2) if m2 != 0 else math.inf
     if g >= 1.0:
         return Interval(ratio, -math.inf, math.inf, n)
     disc = v11 - 2 * ratio * v12 + ratio * ratio * v22 - g * (v11 - v12 * v12 / v22)
@@ -109,26 +109,23 @@ def miou_of_counts(counts: np.ndarray) -> np.ndarray:
     return np.where(has, out, np.nan)
 
 
-def paired_bootstrap(counts_a: np.ndarray, counts_b: np.ndarray, draws: int = 2000, seed: int = 0,
-                     level: float = LEVEL) -> Interval:
-    """Mean over seeds of mIoU(a) - mIoU(b), with a percentile bootstrap over evaluation images.
+def bootstrap_draws(counts_a: np.ndarray, counts_b: np.ndarray, draws: int = 2000, seed: int = 0) -> np.ndarray:
+    """[draws] bootstrap replicates of the mean over seeds of mIoU(a) - mIoU(b), images resampled.
 
     Args:
         counts_a, counts_b: [S, N, 3, K] per seed and image: true positives, labelled and predicted
             pixels per class, for the same N images in the same order (the benchmark's).
     Each draw resamples the N images once (multiplicities [N]) and applies that resample to both
-    variants and every seed, so the interval holds the evaluation noise and none of the training
-    noise. One seed is fine here: the interval is over images.
+    variants and every seed, so the replicates hold the evaluation noise and none of the training
+    noise.
     """
     a, b = np.asarray(counts_a, dtype=np.float64), np.asarray(counts_b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 4 or a.shape[2] != 3:
         raise ValueError(f"counts must both be [S, N, 3, K]; got {a.shape} and {b.shape}")
     s, n = a.shape[:2]
-    estimate = float(np.mean(miou_of_counts(a.sum(1)) - miou_of_counts(b.sum(1))))
     if n == 0:
-        return Interval(math.nan, math.nan, math.nan, s)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, n, size=(draws, n))  # [D, N]
+        return np.full(draws, np.nan)
+    picks = np.random.default_rng(seed).integers(0, n, size=(draws, n))  # [D, N]
     weights = np.zeros((draws, n))
     np.add.at(weights, (np.arange(draws)[:, None], picks), 1.0)  # [D, N] multiplicities
 
@@ -136,7 +133,26 @@ def paired_bootstrap(counts_a: np.ndarray, counts_b: np.ndarray, draws: int = 20
         sums = np.einsum("dn,snk->dsk", weights, c.reshape(s, n, -1)).reshape(draws, s, 3, -1)
         return miou_of_counts(sums)
 
-    diff = np.nanmean(resampled(a) - resampled(b), axis=1)  # [D] mean over seeds
+    return np.nanmean(resampled(a) - resampled(b), axis=1)
+
+
+def percentile_interval(draws: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """The central `level` percentile interval of bootstrap replicates (NaN when there are none)."""
+    finite = np.asarray(draws, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return math.nan, math.nan
     alpha = (1.0 - level) / 2
-    lo, hi = np.nanquantile(diff, [alpha, 1.0 - alpha])
-    return Interval(estimate, float(lo), float(hi), s)
+    lo, hi = np.quantile(finite, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def paired_bootstrap(counts_a: np.ndarray, counts_b: np.ndarray, draws: int = 2000, seed: int = 0,
+                     level: float = LEVEL) -> Interval:
+    """Mean over seeds of mIoU(a) - mIoU(b) (from the counts summed over images), with the
+    percentile interval of `bootstrap_draws`. One seed is fine: the interval is over images."""
+    reps = bootstrap_draws(counts_a, counts_b, draws, seed)
+    a, b = np.asarray(counts_a, dtype=np.float64), np.asarray(counts_b, dtype=np.float64)
+    estimate = float(np.mean(miou_of_counts(a.sum(1)) - miou_of_counts(b.sum(1))))
+    lo, hi = percentile_interval(reps, level)
+    return Interval(estimate, lo, hi, a.shape[0])

@@ -25,6 +25,8 @@ class ImageEncoderConfig:
     token_mlp_ratio: float = 0.5  # group-token mixing MLP hidden = token_mlp_ratio * width
     drop_path: float = 0.1  # stochastic depth, linear over all transformer blocks
     gumbel_tau: float = 1.0  # temperature of the straight-through Gumbel-softmax assignment
+    group_token_std: float = 0.02  # init std of the learnable group tokens (GroupViT: 0.02)
+    gumbel_noise: bool = True  # Gumbel noise on the assignment logits in training (GroupViT: true)
 
 
 @dataclass(frozen=True)

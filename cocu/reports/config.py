@@ -33,6 +33,14 @@ class ReportConfig:
     benchmarks_order: tuple[str, ...] = BENCHMARKS_ORDER
     curve_metric: str = "loss"  # curve column plotted in the convergence figure
     decimals: int = 2  # decimals of mIoU in the Markdown and LaTeX tables
+    # the runs the pipeline is configured for (pretrain.variants x pretrain.seeds): only their
+    # results are read; None reads every result file found (tests, ad-hoc use)
+    variants: Optional[tuple[str, ...]] = None
+    seeds: Optional[tuple[int, ...]] = None
+    pairs_manifest: Optional[str] = None  # synthetic world: the hidden ground truth of the per-concept analysis
+    archives: Optional[str] = None  # the curated archives (per-concept curation recall)
+    num_prompts: int = 3  # K: prompts per training step (CoCu's prompt recall)
+    concept_benchmark: str = "synth_all"  # the benchmark holding every concept (per-concept gains)
 
 
 @dataclass(frozen=True)

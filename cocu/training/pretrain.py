@@ -148,7 +148,7 @@ def run_pretraining(params: Params, variant: str, seed: int) -> dict[str, Any]:
             with start_run(params, stage="pretrain", run_name=run_name(variant, seed), tags=tags) as mlflow_run:
                 tracker = CurveTracker(mlflow_run, run_dir / "curve.csv")
                 result = _train(model, train_cfg, data, run_dir, dist, device, tracker)
-                summary = _finish(params, model, result, out, variant, seed)
+                summary = _finish(params, model, result, out, variant, seed, getattr(data.prompts, "summary", {}))
                 mlflow_run.log_metrics({f"final/{k}": v for k, v in result.metrics.items()})
                 mlflow_run.log_artifact(out["curve"])
         else:
@@ -177,14 +177,15 @@ def _train(model, cfg, data, run_dir: Path, dist: DistInfo, device, tracker) -> 
 
 
 def _finish(params: Params, model: torch.nn.Module, result: TrainResult, out: dict[str, Path], variant: str,
-            seed: int) -> dict[str, Any]:
+            seed: int, summary_of_prompts: Mapping[str, float]) -> dict[str, Any]:
     """Export the final weights (model + its config) and write the committed metrics and curve."""
     out["checkpoint"].parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint({"model": model.state_dict(), "model_config": to_dict(params.model), "variant": variant,
                      "seed": seed, "step": result.step}, out["checkpoint"])
     summary = {"variant": variant, "seed": seed, "steps": result.step, "resumed_from": result.resumed_from,
                "checkpoint_sha256": sha256_file(out["checkpoint"]), "profile": params.run.profile,
-               **{f"final/{k}": v for k, v in result.metrics.items()}}
+               **{f"final/{k}": v for k, v in result.metrics.items()},
+               **{f"prompts/{k}": v for k, v in summary_of_prompts.items()}}
     out["metrics"].parent.mkdir(parents=True, exist_ok=True)
     out["metrics"].write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     shutil.copyfile(out["run_dir"] / "curve.csv", out["curve"])

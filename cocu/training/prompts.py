@@ -26,7 +26,7 @@ import logging
 import re
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -273,6 +273,7 @@ class PromptSource:
     picker: ConceptPicker
     num_prompts: int = 3  # K
     templates: tuple[str, ...] = IMAGENET_TEMPLATES
+    summary: Mapping[str, float] = field(default_factory=dict)  # what the source measured about itself
 
     def __call__(self, key: str, caption: str, rng: np.random.Generator) -> list[str]:
         concepts = self.picker(key, caption, self.num_prompts, rng) if self.num_prompts else ()
@@ -325,12 +326,32 @@ def make_prompt_source(
         if ground_truth is None or archives is None or caption_concepts is None:
             raise ValueError(f"variant {variant!r} (a curation-precision ablation) needs ground_truth=, "
                              "archives= (CoCu's, for the archive sizes) and caption_concepts=")
-        names = sorted({c for v in _present_concepts(ground_truth).values() for c in v})
+        present = _present_concepts(ground_truth)
+        names = sorted({c for v in present.values() for c in v})
         sizes = {k: len(archives[k].concepts) for k in archives}
-        picker = PrecisionPicker(build_precision_archives(precision, ground_truth, caption_concepts, sizes, names))
-        log.warning("prompt source %r: ground-truth concepts mixed with wrong ones at precision %.2f (ablation)",
-                    variant, precision)
+        built = build_precision_archives(precision, present, caption_concepts, sizes, names)
+        picker = PrecisionPicker(built)
+        summary = precision_summary(built, present, caption_concepts, sizes)
+        log.warning("prompt source %r: ground-truth concepts mixed with wrong ones at precision %.2f (ablation); "
+                    "realised %s", variant, precision, summary)
+        return PromptSource(variant, picker, num_prompts, tuple(templates), summary)
     return PromptSource(variant, picker, num_prompts, tuple(templates))
+
+
+def precision_summary(built: Mapping[str, Sequence[str]], present: Mapping[str, Sequence[str]],
+                      caption_concepts: Mapping[str, Sequence[str]], sizes: Mapping[str, int]) -> dict[str, float]:
+    """Realised precision of the new (non-caption) concepts of the ablation's archives, pooled over
+    keys, and their mean size next to CoCu's (what the dose-response figure plots)."""
+    new = correct = 0
+    for key, archive in built.items():
+        caption = set(caption_concepts.get(key, ()))
+        added = [c for c in archive if c not in caption]
+        new += len(added)
+        correct += sum(c in set(present.get(key, ())) for c in added)
+    n = max(1, len(built))
+    return {"archive_precision": correct / new if new else float("nan"),
+            "archive_size": sum(len(a) for a in built.values()) / n,
+            "cocu_archive_size": sum(sizes.get(k, 0) for k in built) / n}
 
 
 def _present_concepts(ground_truth: Any) -> dict[str, tuple[str, ...]]:

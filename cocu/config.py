@@ -909,6 +909,22 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper that quotes exactly the strings YAML 1.2 would read as something else
+    (`"4e-3"` stays a string; `yes` needs no quotes)."""
+
+    yaml_implicit_resolvers: dict = {}
+
+
+for _tag, _regexp, _first in _YAML12_RESOLVERS:
+    _Dumper.add_implicit_resolver(_tag, re.compile(_regexp, re.X), _first)
+
+
+def dump_yaml(data: Any) -> str:
+    """`data` as YAML that `parse_yaml` (and DVC) read back as `data`, keys in their order."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
 def parse_yaml(text: str, source: str = "<string>") -> Any:
     """`text` as `yaml.safe_load` would read it, but with YAML 1.2 scalars and duplicate keys an error."""
     loader = _Loader(text)

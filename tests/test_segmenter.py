@@ -347,7 +347,8 @@ def test_card_validation():
 
 
 def test_cards_load_strictly_from_params_mapping():
-    raw = {"benchmarks": cards_as_params({**OFFICIAL_CARDS, **SYNTHETIC_CARDS}), "active": ["synth_things"]}
+    raw = {"benchmarks": cards_as_params({**OFFICIAL_CARDS, **SYNTHETIC_CARDS}), "active": ["synth_things"],
+           "overlays": 4, "threads": 1}
     cfg = from_dict(EvalConfig, raw)
     assert cfg.benchmarks == {**OFFICIAL_CARDS, **SYNTHETIC_CARDS}
     assert protocol_deviations("voc", cfg.benchmarks["voc"]) == []

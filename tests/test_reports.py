@@ -13,10 +13,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from cocu.config import ConfigError, from_dict
+from cocu.config import ConfigError, ReportConfig, ReportSection, from_dict
 from cocu.reports import tables
 from cocu.reports.build import build_report
-from cocu.reports.config import ReportConfig, ReportSection
 from cocu.reports.curation import curation_table
 from cocu.reports.inputs import ReportInputError, load_results
 from cocu.reports.reference import load_reference
@@ -24,6 +23,13 @@ from cocu.reports.reference import load_reference
 from .conftest import REPO, write_params
 
 PAPER = REPO / "configs" / "paper_numbers.yaml"
+# the report knobs (params.yaml's `report:`), stated for the configs built here
+KNOBS = dict(paper_setting="cc3m+cc12m+yfcc14m", paper_methods={"baseline": "groupvit", "cocu": "cocu"},
+             variants_order=("baseline", "ranking", "expansion", "cocu", "oracle"),
+             benchmarks_order=("synth_things", "synth_stuff", "synth_all", "voc", "context", "coco_object", "coco_stuff",
+                               "cityscapes", "ade20k", "imagenet_s50", "imagenet_s300", "voc20", "context59"),
+             curve_metric="loss", decimals=2)
+NO_FILES = dict(curate_metrics=None, teacher_metrics=None, gallery=None)  # optional inputs left out
 # variant -> benchmark -> mIoU per seed (s0, s1); chosen so the gap closure is easy by hand
 MIOU = {
     "baseline": {"voc": [30.0, 32.0], "ade20k": [10.0, 12.0]},
@@ -60,7 +66,7 @@ def make_inputs(root: Path, miou: dict = MIOU) -> ReportConfig:
                                                   "brand_new/key": 2}))
     return ReportConfig(results_dir=str(root / "results"), curves_dir=str(curves), paper_numbers=str(PAPER),
                         out_dir=str(root / "out"), curate_metrics=str(root / "curate.json"),
-                        teacher_metrics=str(root / "teacher.json"))
+                        teacher_metrics=str(root / "teacher.json"), gallery=None, **KNOBS)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +125,7 @@ def test_gap_closure_undefined_when_oracle_not_better() -> None:
     results = pd.DataFrame([{"variant": v, "seed": 0, "benchmark": "synth_all", "mIoU": m}
                             for v, m in (("baseline", 20.0), ("cocu", 25.0), ("oracle", 18.0))])
     summary = tables.summarize(results, ["synth_all"])
-    cfg = ReportConfig(results_dir="r", curves_dir="c", paper_numbers="p", out_dir="o")
+    cfg = ReportConfig(results_dir="r", curves_dir="c", paper_numbers="p", out_dir="o", **NO_FILES, **KNOBS)
     table = tables.gap_closure_table(summary, ["synth_all"], ["baseline", "cocu", "oracle"], cfg)
     assert set(table.data.status) == {"undefined: oracle <= baseline"} and table.data.closure.isna().all()
     assert table.display.iloc[0]["closure: cocu"].startswith("undefined")
@@ -155,7 +161,7 @@ def test_results_page_lists_protocols_provenance_and_missing_teacher(built) -> N
 
 def test_missing_results_folder_says_so(tmp_path: Path) -> None:
     cfg = ReportConfig(results_dir=str(tmp_path / "nope"), curves_dir=str(tmp_path / "nocurves"),
-                       paper_numbers=str(PAPER), out_dir=str(tmp_path / "out"))
+                       paper_numbers=str(PAPER), out_dir=str(tmp_path / "out"), **NO_FILES, **KNOBS)
     outputs = build_report(cfg)
     md = (tmp_path / "out" / "results.md").read_text()
     assert outputs.num_results == 0 and f"No evaluation results: `{tmp_path / 'nope'}` does not exist" in md
@@ -174,7 +180,7 @@ def test_result_in_wrong_folder_is_an_error(tmp_path: Path) -> None:
 def test_ablation_orders_l_sweep_or_explains_it(tmp_path: Path) -> None:
     rows = [{"variant": v, "seed": 0, "benchmark": "voc", "mIoU": m}
             for v, m in (("baseline", 10.0), ("cocu", 14.0), ("cocu-L16", 13.0), ("cocu-L4", 12.0), ("ranking", 11.0))]
-    cfg = ReportConfig(results_dir="r", curves_dir="c", paper_numbers="p", out_dir="o")
+    cfg = ReportConfig(results_dir="r", curves_dir="c", paper_numbers="p", out_dir="o", **NO_FILES, **KNOBS)
     variants = tables.order([r["variant"] for r in rows], cfg.variants_order)
     table = tables.ablation_table(tables.summarize(pd.DataFrame(rows), ["voc"]), variants, cfg)
     assert list(table.data.variant) == ["baseline", "ranking", "cocu", "cocu-L4", "cocu-L16"]

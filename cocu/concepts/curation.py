@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from cocu.concepts.clustering import cluster_archives
-from cocu.concepts.config import CurationConfig
+from cocu.config import CurationConfig
 
 
 @dataclass(frozen=True)

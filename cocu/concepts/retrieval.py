@@ -28,7 +28,7 @@ import faiss
 import numpy as np
 import torch
 
-from cocu.concepts.config import IndexConfig
+from cocu.config import IndexConfig
 
 log = logging.getLogger(__name__)
 

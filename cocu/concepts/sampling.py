@@ -17,8 +17,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cocu.concepts.config import SamplingConfig
-
 
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max())
@@ -66,19 +64,3 @@ def sample_uniform(concepts: Sequence[str], k: int, rng: np.random.Generator) ->
     pick = rng.choice(len(concepts), size=min(k, len(concepts)), replace=False)
     return [concepts[i] for i in pick]
 
-
-def sample_concepts(
-    cfg: SamplingConfig,
-    concepts: Sequence[str],
-    scores: Sequence[float],
-    clusters: Sequence[int],
-    rng: np.random.Generator,
-) -> list[str]:
-    """Dispatch on `cfg.method` (topk | cluster | uniform) with k = `cfg.num_concepts`."""
-    if cfg.method == "topk":
-        return sample_topk(concepts, scores, cfg.num_concepts)
-    if cfg.method == "cluster":
-        return sample_cluster(concepts, scores, clusters, cfg.num_concepts, rng)
-    if cfg.method == "uniform":
-        return sample_uniform(concepts, cfg.num_concepts, rng)
-    raise ValueError(f"unknown sampling method {cfg.method!r} (topk | cluster | uniform)")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cocu.eval.config import IMAGENET_MEAN, IMAGENET_STD, ProtocolCard
+from cocu.config import IMAGENET_MEAN, IMAGENET_STD, ProtocolCard
 
 TOP_K = 5  # classes kept per image by the image-level masking (GroupViT)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from cocu.reports import figures, inputs, page, render, tables
-from cocu.reports.config import ReportConfig
+from cocu.config import ReportConfig
 from cocu.reports.curation import curation_table
 from cocu.reports.reference import check_mapping, load_reference
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cocu.reports.config import ReportConfig
+from cocu.config import ReportConfig
 from cocu.reports.reference import PaperNumber, PaperReference
 
 MEAN = "mean"  # pseudo-benchmark of the per-seed mean over benchmarks

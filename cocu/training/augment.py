@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cocu.training.data_config import DataConfig
+from cocu.config import DataConfig
 
 NUM_UNIFORMS = 64  # uniforms drawn per sample (fixed, so that later draws, e.g. prompts, never shift)
 

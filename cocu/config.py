@@ -86,7 +86,7 @@ class WorldSize:
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """The synthetic world (DESIGN §5)."""
+    """The synthetic world (docs/world.md)."""
 
     size: str  # key into `sizes`
     sizes: dict[str, WorldSize]

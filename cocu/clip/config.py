@@ -62,5 +62,5 @@ class EmbedConfig:
 
     batch_size: int = 256
     device: Literal["auto", "cpu", "cuda"] = "auto"  # resolved by cocu/launch
-    prompt: str = "a photo of a {}"  # concept prompt template; no trailing period (method §1)
+    prompt: str = "a photo of a {}"  # concept prompt template; no trailing period (docs/method.md §1)
     autocast: bool = True  # fp16 autocast on CUDA (no-op on CPU)

@@ -1,4 +1,4 @@
-"""Frozen configs of the concept-curation library (method.md §1-4, DESIGN §6).
+"""Frozen configs of the concept-curation library (docs/method.md §1-7).
 
 The lead registers these in `cocu/config.py` / `params.yaml`; every field has a comment, and a
 default only where one is natural (the official value).
@@ -12,7 +12,7 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class VocabularyConfig:
-    """How the concept list file becomes the set of matchable strings (method.md §1)."""
+    """How the concept list file becomes the set of matchable strings (docs/method.md §1)."""
 
     plural: bool = True  # add the inflect plural of each concept's last word (official: yes)
     max_ngram: int = 4  # caption n-grams matched against the vocabulary: 1..max_ngram words
@@ -20,7 +20,7 @@ class VocabularyConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """Image->image neighbour search (method.md §2; the `index` stage)."""
+    """Image->image neighbour search (docs/method.md §2; the `index` stage)."""
 
     type: Literal["flat", "ivf", "hnsw"] = "flat"  # flat = exact inner product (the reference)
     num_neighbours: int = 8  # L in the paper: neighbours per anchor, the anchor itself included
@@ -38,10 +38,10 @@ class IndexConfig:
 
 @dataclass(frozen=True)
 class CurationConfig:
-    """Expansion, ranking and clustering of the archives (method.md §2-4, DESIGN §6)."""
+    """Expansion, ranking and clustering of the archives (docs/method.md §2-5)."""
 
-    membership: Literal["exact", "substring"] = "exact"  # substring = official quirk 1 ("cat" in "cattle")
-    cluster: bool = True  # k-means over each archive's concept embeddings (method.md §4)
+    membership: Literal["exact", "substring"] = "exact"  # substring: official quirk 1 (docs/method.md §10)
+    cluster: bool = True  # k-means over each archive's concept embeddings (docs/method.md §4)
     cluster_ratio: float = 0.5  # clusters = ceil(ratio * |A|), only when |A| > min_cluster_size
     min_cluster_size: int = 2  # archives this small or smaller: each concept is its own cluster
     kmeans_iters: int = 20  # Lloyd iterations at most (stops earlier once no assignment changes)
@@ -52,7 +52,7 @@ class CurationConfig:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Which concepts of the stored archive enter pre-training (method.md §4-5)."""
+    """Which concepts of the stored archive enter pre-training (docs/method.md §6-7)."""
 
     method: Literal["topk", "cluster", "uniform"] = "topk"  # topk = official default; cluster = paper
     num_concepts: int = 3  # K prompts per sample; fewer available -> the caller pads with the caption

@@ -1,4 +1,4 @@
-"""Typed config of the `eval` section: one protocol card per benchmark (method.md §7).
+"""Typed config of the `eval` section: one protocol card per benchmark (docs/protocol.md §2).
 
 A card holds every choice that differs between benchmarks in the official zero-shot protocol
 (resize, sliding window, background threshold, templates), so that a result is always printed

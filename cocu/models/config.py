@@ -1,6 +1,6 @@
 """Frozen configs of the GroupViT image-text model (the `model` section of params.yaml).
 
-The defaults are the paper configuration (reference/method.md §6); `tiny_model_config()` is the
+The defaults are the paper configuration (docs/method.md §9); `tiny_model_config()` is the
 synthetic world's model. Per-stage values are tuples with one entry per stage.
 """
 

@@ -14,7 +14,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Reading, splitting, shuffling and augmenting the pairs (method.md §6 "Augmentation", "Data")."""
+    """Reading, splitting, shuffling and augmenting the pairs (docs/method.md §9)."""
 
     shuffle_buffer: int = 1000  # samples in each stream's shuffle buffer (paper: 10,000); 0: no shuffle
     workers: int = 1  # DataLoader worker processes per rank (0: in the training process); sets the order

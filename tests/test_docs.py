@@ -12,11 +12,16 @@ this file:
    page of `docs/`, a sibling page or the page itself) and that document has a heading numbered N
    (and M);
 5. every relative Markdown link of README.md and of `docs/` resolves to a file of the repo.
+
+And the commands the README documents for the paper-profile dry run and the segmentation demo run
+as written (in process, with the demo's checkpoint and image replaced by small stand-ins).
 """
 
 from __future__ import annotations
 
 import re
+import shlex
+import shutil
 import subprocess
 from collections import defaultdict
 from functools import lru_cache
@@ -162,3 +167,79 @@ def test_relative_links_of_the_readme_and_docs_resolve() -> None:
             if not ((REPO / rel).parent / target).exists():
                 bad.append(f"{rel}: link to {target} does not resolve")
     assert not bad, "\n".join(bad)
+
+
+# --------------------------------------------------------------------------------------------
+# the README's commands
+
+
+def readme_commands(heading: str) -> list[list[str]]:
+    """The commands of the first ```bash block after `heading` in README.md: comments dropped,
+    continuation lines joined, `a && b` split into two commands."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert heading in text.splitlines(), f"README.md has no heading {heading!r}"
+    block = re.search(r"```bash\n(.*?)```", text[text.index(heading):], re.DOTALL)
+    assert block, f"README.md: no bash block under {heading!r}"
+    commands: list[list[str]] = []
+    for line in block.group(1).replace("\\\n", " ").splitlines():
+        tokens = shlex.split(line, comments=True)
+        while tokens:
+            cut = tokens.index("&&") if "&&" in tokens else len(tokens)
+            commands.append(tokens[:cut])
+            tokens = tokens[cut + 1:]
+    return commands
+
+
+def run_readme_command(cmd: list[str]) -> int:
+    """Run one documented command in this process (cwd: the repo root)."""
+    from cocu.__main__ import main as cocu_main
+    from cocu.launch import executor
+
+    if cmd[:3] == ["python", "-m", "cocu.launch.executor"]:
+        return executor.main(cmd[3:])
+    if cmd[:3] == ["python", "-m", "cocu"]:
+        return cocu_main(cmd[3:])
+    if cmd[0] == "cp" and len(cmd) == 3:
+        shutil.copyfile(cmd[1], cmd[2])
+        return 0
+    raise AssertionError(f"README.md documents a command this test does not know how to run: {cmd}")
+
+
+def test_readme_paper_profile_dry_run_runs_as_written(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(REPO)
+    commands = readme_commands("### The paper profile, dry run")
+    assert any(c[:3] == ["python", "-m", "cocu.launch.executor"] and "--dry-run" in c for c in commands)
+    before = (REPO / "params.yaml").read_bytes()
+    for cmd in commands:
+        cmd = [tok.replace("/tmp/", f"{tmp_path}/") for tok in cmd]  # the copy goes to this test's folder
+        assert run_readme_command(cmd) == 0, cmd
+    out = capsys.readouterr().out
+    assert "dvc exp run -n paper-cc3m" in out and "# ---- pretrain-cocu-s0" in out
+    assert out.count("#SBATCH --nodes=4") >= 2 and "#SBATCH --job-name=pretrain\n" in out
+    assert '"gpus_per_node": 4' in out  # the executor's parameters, as JSON
+    assert (REPO / "params.yaml").read_bytes() == before  # --write changed only the copy
+
+
+def test_readme_segment_demo_runs_as_written(tmp_path, monkeypatch, capsys) -> None:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from cocu.config import load_params, to_dict
+    from cocu.models.factory import build_model
+    from cocu.training.checkpoint import save_checkpoint
+
+    monkeypatch.chdir(REPO)
+    [cmd] = [c for c in readme_commands("## Segmentation demo") if c[:4] == ["python", "-m", "cocu", "segment"]]
+    params = load_params(REPO / "params.yaml")
+    torch.manual_seed(0)
+    stand_in = {  # what `make repro` would have made: a checkpoint of the default model, an image
+        ".pt": tmp_path / "model.pt", ".png": tmp_path / "image.png"}
+    save_checkpoint({"model": build_model(params.model).state_dict(), "model_config": to_dict(params.model),
+                     "variant": "stand-in", "seed": 0, "step": 0}, stand_in[".pt"])
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(stand_in[".png"])
+    out = tmp_path / "overlay.png"
+    args = [str(stand_in[Path(tok).suffix]) if tok.startswith("data/") else tok for tok in cmd]
+    args[args.index("--out") + 1] = str(out)
+    assert run_readme_command(args) == 0
+    assert out.is_file() and capsys.readouterr().out.startswith(f"{out}: ")

@@ -1,4 +1,4 @@
-"""Benchmark: vectorised curation vs a per-pair reference loop that restates method.md §2-4.
+"""Benchmark: vectorised curation vs a per-pair reference loop that restates docs/method.md §2-4.
 
     python benchmarks/curation.py            # full: N = 100k (exact and IVF), N = 20k with clustering
     python benchmarks/curation.py --quick    # smoke run, a few seconds
@@ -108,7 +108,7 @@ def write_inputs(world: dict, neigh: np.ndarray, folder: Path) -> tuple[Path, Pa
 
 
 # ------------------------------------------------------------------------------------------------
-# the per-pair reference (method.md §2-4, one pair at a time)
+# the per-pair reference (docs/method.md §2-4, one pair at a time)
 
 
 def farthest_point_init(x: np.ndarray, k: int) -> np.ndarray:

@@ -204,7 +204,7 @@ class WorldSize(Checked):
 
 @dataclass(frozen=True)
 class WorldConfig(Checked):
-    """The synthetic world (its generator: cocu/data/world.py)."""
+    """The synthetic world (docs/world.md; its generator: cocu/data/world.py)."""
 
     size: str  # the entry of `sizes` in use
     sizes: dict[str, WorldSize] = spec(nonempty=True)  # named sizes; an entry may go if `size` does not name it

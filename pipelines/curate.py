@@ -1,4 +1,4 @@
-"""DVC stage `curate`: the concept archive of every pair (CoCu, method.md §2-4): vision-driven
+"""DVC stage `curate`: the concept archive of every pair (CoCu, docs/method.md §2-5): vision-driven
 expansion over the L image neighbours, the official ranking score, and k-means clusters of each
 archive's concepts. Parquet shards, streamed with memory bounded by the batch, resumable per
 shard (the output is `persist`ed: a killed run redoes only unfinished shards)."""

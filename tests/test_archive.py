@@ -1,4 +1,4 @@
-"""Archive shards: schema, streaming, resume after a kill, byte-identical determinism (DESIGN §6, §11)."""
+"""Archive shards: schema, streaming, resume after a kill, byte-identical determinism (docs/method.md §5)."""
 
 from __future__ import annotations
 

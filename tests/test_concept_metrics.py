@@ -1,4 +1,4 @@
-"""Curation metrics on hand-counted examples (DESIGN §6)."""
+"""Curation metrics on hand-counted examples (docs/method.md §11)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Expansion, ranking and clustering against hand computations and loop restatements (method.md §2-4)."""
+"""Expansion, ranking and clustering against hand computations and loop restatements (docs/method.md §2-4)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_hand_built_ranking() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# a loop restatement of method.md §2-3, written independently of the vectorised code
+# a loop restatement of docs/method.md §2-3, written independently of the vectorised code
 
 
 def reference(anchor, neigh_ids, emb, captions, names, concept_emb, membership="exact"):
@@ -205,7 +205,7 @@ def gram(x: np.ndarray) -> np.ndarray:
 
 def kmeans_reference(x: np.ndarray, k: int, iters: int) -> np.ndarray:
     """Plain Lloyd in embedding space for one archive, farthest-point init, same renumbering: the
-    per-archive reference of benchmarks/curation.py (one restatement of method.md §4 for both)."""
+    per-archive reference of benchmarks/curation.py (one restatement of docs/method.md §4 for both)."""
     from benchmarks.curation import kmeans_one
 
     return np.array(kmeans_one(x, k, iters, "numpy"))

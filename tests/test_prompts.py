@@ -1,4 +1,4 @@
-"""Prompt templates and the per-variant text augmentation (method.md §5)."""
+"""Prompt templates and the per-variant text augmentation (docs/method.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Neighbour search: exact blocked kNN, faiss indexes, recall, missing ids (method.md §2)."""
+"""Neighbour search: exact blocked kNN, faiss indexes, recall, missing ids (docs/method.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training-time concept sampling matches its definition (method.md §4)."""
+"""Training-time concept sampling matches its definition (docs/method.md §6)."""
 
 from __future__ import annotations
 

@@ -302,7 +302,7 @@ def test_benchmark_text_embeddings_use_card_templates(tmp_path):
 
 
 def test_official_cards_follow_method_table():
-    table = {  # method.md §7: background threshold, resize, crop, stride
+    table = {  # docs/protocol.md §2: background threshold, resize, crop, stride
         "voc": (0.95, 448, 448, 224), "context": (0.35, 448, 448, 224), "coco_object": (0.95, 448, 448, 224),
         "imagenet_s50": (0.95, 448, 448, 224), "imagenet_s300": (0.75, 448, 448, 224),
         "cityscapes": (None, None, 448, 224), "ade20k": (None, 512, 224, 112),

@@ -1,4 +1,4 @@
-"""Vocabulary: normalisation, plurals (inflect), n-gram matching, synonyms (method.md §1)."""
+"""Vocabulary: normalisation, plurals (inflect), n-gram matching, synonyms (docs/method.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training-time choice of K concepts from a stored archive (method.md §4-5).
+"""Training-time choice of K concepts from a stored archive (docs/method.md §6).
 
 Pure functions with an explicit `np.random.Generator`. Each returns at most k concept strings;
 with fewer available it returns what there is and the caller pads with the caption.
@@ -6,9 +6,9 @@ with fewer available it returns what there is and the caller pads with the capti
 - `sample_topk`: the official code's default, the top-k by score, deterministic.
 - `sample_cluster`: the paper's cluster-guided sampling, k draws with replacement:
   cluster ~ softmax over clusters of the mean score in the cluster, then concept ~ softmax of
-  the scores inside the drawn cluster. The same concept can be drawn twice (as in method.md §4).
+  the scores inside the drawn cluster. The same concept can be drawn twice (docs/method.md §6).
 - `sample_uniform`: the expansion-only ablation, k concepts uniformly *without* replacement
-  (like the baseline's caption nouns, method.md §5), so no concept repeats.
+  (like the baseline's caption nouns, docs/method.md §7), so no concept repeats.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def sample_cluster(
     k: int,
     rng: np.random.Generator,
 ) -> list[str]:
-    """k cluster-guided draws with replacement (paper, method.md §4); [] for an empty archive.
+    """k cluster-guided draws with replacement (paper, docs/method.md §6); [] for an empty archive.
 
     The concept inside each drawn cluster is sampled by the Gumbel-max trick, which is exactly
     a draw from the softmax of the member scores, for all k draws at once.

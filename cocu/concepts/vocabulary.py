@@ -1,4 +1,4 @@
-"""The concept vocabulary and caption-concept extraction (method.md §1, DESIGN §6).
+"""The concept vocabulary and caption-concept extraction (docs/method.md §1).
 
 A caption's concepts are the lower-cased 1- to 4-grams of its tokens that are vocabulary strings,
 de-duplicated in reading order (by start token, shorter n-gram first). Matchable strings are the

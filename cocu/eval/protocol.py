@@ -1,4 +1,4 @@
-"""The zero-shot segmentation protocol per benchmark (method.md §7): reference cards and templates.
+"""The zero-shot segmentation protocol per benchmark (docs/protocol.md §2): reference cards and templates.
 
 `params.yaml` (`eval.benchmarks`) is the single source of the cards a run uses; `OFFICIAL_CARDS`
 restates the published protocol so that a deviating card is flagged beside its result
@@ -40,7 +40,7 @@ def _nobg(reader: str, root: str, names: Optional[str], resize: Optional[int], c
                         resize=resize, crop=crop, stride=stride, **_COMMON)
 
 
-# method.md §7. ImageNet-S: images larger than 1000 x 1000 pixels are first shrunk to a long side
+# docs/protocol.md §2. ImageNet-S: images larger than 1000 x 1000 pixels are first shrunk to a long side
 # of 1000 (mmseg's ImageNet-S loader); S300 keeps the dataset's ignore id 1000 because 301
 # classes do not fit in uint8 beside 255.
 OFFICIAL_CARDS: dict[str, ProtocolCard] = {

@@ -1,4 +1,4 @@
-"""GroupViT zero-shot segmentation (method.md §7), written from the paper's protocol.
+"""GroupViT zero-shot segmentation (docs/protocol.md §3-4), written from the paper's protocol.
 
 Model contract (cocu.models): `model.encode_image_groups(image [B, 3, H, W])` returns a dict with
 `group_features [B, G, C]` and `image_features [B, C]` (unit norm) and `assignment [B, G, h, w]`

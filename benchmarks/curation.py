@@ -1,4 +1,4 @@
-"""Benchmark: vectorised curation vs a per-pair reference loop that restates method.md §2-4.
+"""Benchmark: vectorised curation vs a per-pair reference loop that restates docs/method.md §2-4.
 
     python benchmarks/curation.py            # full: N = 100k (exact and IVF), N = 20k with clustering
     python benchmarks/curation.py --quick    # smoke run, a few seconds
@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -61,7 +61,7 @@ from cocu.concepts.archive import (  # noqa: E402
     run_curation,
     write_caption_concepts,
 )
-from cocu.concepts.config import CurationConfig, IndexConfig  # noqa: E402
+from cocu.config import CurationConfig, load_params  # noqa: E402
 from cocu.concepts.retrieval import (  # noqa: E402
     build_index,
     exact_knn,
@@ -108,7 +108,7 @@ def write_inputs(world: dict, neigh: np.ndarray, folder: Path) -> tuple[Path, Pa
 
 
 # ------------------------------------------------------------------------------------------------
-# the per-pair reference (method.md §2-4, one pair at a time)
+# the per-pair reference (docs/method.md §2-4, one pair at a time)
 
 
 def farthest_point_init(x: np.ndarray, k: int) -> np.ndarray:
@@ -243,7 +243,7 @@ import json, sys, threading, time
 from pathlib import Path
 import numpy as np
 from cocu.concepts.archive import read_caption_concepts, run_curation
-from cocu.concepts.config import CurationConfig
+from cocu.config import CurationConfig
 a = json.loads(sys.argv[1])
 peak_anon, stop = [0], threading.Event()
 def status(key):
@@ -327,9 +327,13 @@ def bench_search(a, world: dict, res: dict) -> np.ndarray:
     return nb.ids
 
 
+# the repository's settings (params.yaml), with the sizes each benchmark sets
+PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+
+
 def self_search_gflop(n: int, d: int) -> float:
     """GFLOP that exact_self_knn multiplies for N x N: every block pair a <= b once, 2 |a| |b| D each."""
-    sizes = np.diff(np.r_[np.arange(0, n, IndexConfig.block_size), n]).astype(np.float64)
+    sizes = np.diff(np.r_[np.arange(0, n, PARAMS.index.block_size), n]).astype(np.float64)
     return (n * n + float(np.sum(sizes**2))) * d / 1e9
 
 
@@ -340,13 +344,13 @@ def bound_rate(n: int, d: int, peak: float) -> float:
 
 def stage_search(emb: np.ndarray, k: int):
     """What the `index` stage runs with `index.type: flat` on a CPU (exact_self_knn, default blocks)."""
-    nb = search_neighbours(emb, IndexConfig(type="flat", num_neighbours=k))
+    nb = search_neighbours(emb, replace(PARAMS.index, type="flat", num_neighbours=k))
     assert nb.index is None, "flat search did not run exact_self_knn (a GPU?)"
     return nb
 
 
 def bench_exact(a, world: dict, neigh: np.ndarray, rows: np.ndarray, tmp: Path, res: dict):
-    cfg = CurationConfig(cluster=False, batch_size=a.batch_size, shard_size=max(1, a.n // 4))
+    cfg = replace(PARAMS.curation, cluster=False, batch_size=a.batch_size, shard_size=max(1, a.n // 4))
     table, t_cur, paths = curate_files(world, neigh, tmp / "exact", cfg)
     ref, t_ref, blas = run_reference(rows, world, a.l, cfg)
     ref_rate, t_search = len(rows) / t_ref, res["search_s"]
@@ -369,7 +373,7 @@ def bench_exact(a, world: dict, neigh: np.ndarray, rows: np.ndarray, tmp: Path, 
 def bench_ivf(a, world: dict, neigh: np.ndarray, rows: np.ndarray, exact_table, ref_rate: float, tmp: Path,
               res: dict) -> None:
     emb, nprobes = world["emb"], [int(x) for x in a.nprobes.split(",")]
-    icfg = IndexConfig(type="ivf", nlist=a.nlist, nprobe=nprobes[0], train_size=min(a.n, 50 * a.nlist))
+    icfg = replace(PARAMS.index, type="ivf", nlist=a.nlist, nprobe=nprobes[0], train_size=min(a.n, 50 * a.nlist))
     index, t_build = timed(build_index, emb, icfg)
     sample = rows[: min(1000, len(rows))]  # nprobe is chosen on these, recall reported on all rows
     for nprobe in nprobes:
@@ -378,7 +382,7 @@ def bench_ivf(a, world: dict, neigh: np.ndarray, rows: np.ndarray, exact_table, 
             break
     (ivf_ids, _), t_ivf = timed(search_index, index, emb, a.l)
     recall = recall_at_k(ivf_ids[rows], neigh[rows])
-    cfg = CurationConfig(cluster=False, batch_size=a.batch_size, shard_size=max(1, a.n // 4))
+    cfg = replace(PARAMS.curation, cluster=False, batch_size=a.batch_size, shard_size=max(1, a.n // 4))
     table, t_cur, _ = curate_files(world, ivf_ids, tmp / "ivf", cfg)
     got, want = table.column("concepts"), exact_table.column("concepts")
     same = np.mean([got[int(i)].as_py() == want[int(i)].as_py() for i in rows])
@@ -400,7 +404,7 @@ def bench_cluster(a, tmp: Path, res: dict) -> None:
     world = make_world(a.n_cluster, a.d, a.vocab, a.seed + 1)
     nb, t_search = timed(stage_search, world["emb"], a.l)
     neigh = nb.ids
-    cfg = CurationConfig(cluster=True, batch_size=a.batch_size, shard_size=max(1, a.n_cluster // 2))
+    cfg = replace(PARAMS.curation, cluster=True, batch_size=a.batch_size, shard_size=max(1, a.n_cluster // 2))
     table, t_cur, _ = curate_files(world, neigh, tmp / "cluster", cfg)
     rows = np.sort(np.random.default_rng(2).choice(a.n_cluster, min(a.ref_pairs, a.n_cluster), replace=False))
     rate = a.n_cluster / (t_search + t_cur)
@@ -430,7 +434,7 @@ def bench_memory(a, world: dict, neigh: np.ndarray, tmp: Path, res: dict) -> Non
     shard = max(1, small // 4)  # the same shard size for both: a shard is the unit of write (and of memory)
     for n, w, nb in ((small, sworld, sneigh), (a.n, world, neigh)):
         paths = write_inputs(w, nb, tmp / f"rss_{n}")
-        cfg = CurationConfig(cluster=True, batch_size=a.batch_size, shard_size=shard)
+        cfg = replace(PARAMS.curation, cluster=True, batch_size=a.batch_size, shard_size=shard)
         sec, hwm, anon, base, base_anon = measure_rss(w, paths, cfg)
         res["rss"][str(n)] = {"seconds": sec, "vmhwm_mb": hwm, "peak_anon_mb": anon, "rss_before_mb": base,
                               "anon_before_mb": base_anon}

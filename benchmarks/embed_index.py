@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,12 +31,12 @@ import open_clip  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from cocu.clip.config import ClipConfig  # noqa: E402
+from cocu.config import load_params  # noqa: E402
 from cocu.clip.model import load_clip  # noqa: E402
-from cocu.concepts.config import IndexConfig  # noqa: E402
 from cocu.concepts.retrieval import build_index, exact_knn, recall_at_k, search_index  # noqa: E402
 
 K = 8
+PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")  # the repository's settings
 
 
 def _timeit(fn, repeat: int = 1) -> float:
@@ -49,7 +50,7 @@ def _timeit(fn, repeat: int = 1) -> float:
 def bench_embedding(quick: bool) -> list[tuple[str, int, float]]:
     rows = []
     torch.manual_seed(0)
-    model, _, pre_val, tok, _ = load_clip(ClipConfig(source="synthetic"), None)
+    model, _, pre_val, tok, _ = load_clip(PARAMS.clip, None)  # the synthetic teacher CLIP
     s = model.visual.image_size[0]
     bs = 64 if quick else 256
     x = torch.randn(bs, 3, s, s)
@@ -101,7 +102,7 @@ def bench_search(n: int, dim: int, num_queries: int, uniform: bool) -> list[dict
                      recall=1.0, note=f"{gflops:.0f} GFLOP/s"))
 
     t0 = time.perf_counter()
-    flat = build_index(db, IndexConfig(type="flat"))
+    flat = build_index(db, replace(PARAMS.index, type="flat"))
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     ids, _ = search_index(flat, q, K)
@@ -112,7 +113,7 @@ def bench_search(n: int, dim: int, num_queries: int, uniform: bool) -> list[dict
 
     nlist = int(round(4 * math.sqrt(n)))
     t0 = time.perf_counter()
-    ivf = build_index(db, IndexConfig(type="ivf", nlist=nlist, nprobe=1))
+    ivf = build_index(db, replace(PARAMS.index, type="ivf", nlist=nlist, nprobe=1))
     build_s = time.perf_counter() - t0
     chosen = None
     tried = []

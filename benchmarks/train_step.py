@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Optional
 
 import torch
 
 from cocu.launch.device import autocast_context, peak_memory_gib, reset_peak_memory, synchronize
-from cocu.models.config import ModelConfig, paper_model_config, tiny_model_config
+from cocu.config import ModelConfig, load_params, paper_model_config, tiny_model_config
 from cocu.models.factory import build_model, parameter_counts
 from cocu.training.batches import random_pairs
-from cocu.training.config import TrainConfig
 from cocu.training.losses import GroupViTLoss
 from cocu.training.optim import build_optimizer
+
+TRAIN = load_params(Path(__file__).resolve().parents[1] / "params.yaml").train  # weight decay, betas
 
 
 @dataclass
@@ -45,7 +47,7 @@ def measure(name: str, cfg: ModelConfig, device: torch.device, batch: int, steps
                                           max_tokens=max_tokens)
     images, texts, prompts = images.to(device), texts.to(device), prompts.to(device)
     loss_fn = GroupViTLoss()
-    optimizer = build_optimizer(model, TrainConfig(batch_size=batch, epochs=1, warmup_epochs=0), lr=1e-4)
+    optimizer = build_optimizer(model, replace(TRAIN, batch_size=batch), lr=1e-4)
 
     def fwd_bwd() -> None:
         with autocast_context(device, amp_dtype):

@@ -17,9 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cocu.config import ConfigError, Params, flatten, from_dict, read_yaml
+from cocu.config import ConfigError, Params, dump_yaml, flatten, from_dict, parse_yaml, read_yaml
 
 
 def profile_path(name: str, folder: Path | str = "profiles") -> Path:
@@ -52,12 +50,24 @@ def compose(params_file: Path | str, name: str, folder: Path | str = "profiles")
 def overrides(name: str, folder: Path | str = "profiles") -> list[str]:
     """The overlay as `dvc exp run -S` arguments (values in YAML/JSON flow syntax)."""
     flat = flatten(read_yaml(profile_path(name, folder)))
-    return [f"{key}={json.dumps(value) if not isinstance(value, str) else value}" for key, value in flat.items()]
+    return [f"{key}={_flow(value)}" for key, value in flat.items()]
+
+
+def _flow(value: Any) -> str:
+    """`value` as text that DVC's YAML reads back as `value`: a plain string where it reads as
+    itself, JSON (a quoted string, a list, a number) otherwise."""
+    if isinstance(value, str):
+        try:
+            if parse_yaml(f"v: {value}") == {"v": value}:
+                return value
+        except ConfigError:
+            pass
+    return json.dumps(value)
 
 
 def write(params_file: Path | str, name: str, folder: Path | str = "profiles") -> None:
     merged = compose(params_file, name, folder)
-    Path(params_file).write_text(yaml.safe_dump(merged, sort_keys=False))
+    Path(params_file).write_text(dump_yaml(merged))
 
 
 def run_experiment(params_file: Path | str, name: str, folder: Path | str = "profiles", queue: bool = False) -> int:

@@ -1,4 +1,9 @@
-"""What every `pipelines/*.py` entry point shares: `--params`, logging, and a clear error exit."""
+"""What every `pipelines/*.py` entry point shares: `--params`, logging, and a clear error exit.
+
+A stage script imports only this module and `cocu.config` at its top and its heavy libraries
+(torch, numpy, the stage's library) inside `main`, so `run_stage` checks the params file before
+any of them load: a bad file fails in a fraction of a second, before any work is done.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from cocu.config import ConfigError
+from cocu.config import ConfigError, load_params
 
 
 def run_stage(main: Callable[..., None], doc: str | None, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
-    """Parse `--params PATH` (default params.yaml) and any extra flags, then call `main(params, **flags)`.
+    """Parse `--params PATH` (default params.yaml) and any extra flags, validate the params file, then
+    call `main(params, **flags)`.
 
     A bad params file or a missing input ends the process with status 2 and a one-line message that
     names the file or key, instead of a traceback.
@@ -26,6 +32,7 @@ def run_stage(main: Callable[..., None], doc: str | None, extra: Callable[[argpa
     args = vars(parser.parse_args())
     params = args.pop("params")
     try:
+        load_params(params)  # before `main` imports anything heavy
         main(params, **args)
     except (ConfigError, FileNotFoundError) as e:
         logging.getLogger("cocu").error("%s", e)

@@ -7,14 +7,15 @@ import logging
 from pathlib import Path
 
 from cocu.config import load_params
-from cocu.data.benchmarks import write_synthetic_benchmark
 from cocu.stage import run_stage
-from cocu.tracking.run_info import write_json
 
 log = logging.getLogger("benchmarks")
 
 
 def main(params_file: Path) -> None:
+    from cocu.data.benchmarks import write_synthetic_benchmark  # after run_stage has checked the params
+    from cocu.tracking.run_info import write_json
+
     params = load_params(params_file)
     cfg = params.world
     metrics: dict[str, float] = {}

@@ -6,19 +6,20 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
-from cocu.concepts.archive import write_caption_concepts
-from cocu.concepts.vocabulary import load_vocabulary
 from cocu.config import load_params
-from cocu.data.manifest import read_manifest
 from cocu.stage import run_stage
-from cocu.tracking.run_info import write_json
 
 log = logging.getLogger("concepts")
 
 
 def main(params_file: Path) -> None:
+    import numpy as np  # after run_stage has checked the params
+
+    from cocu.concepts.archive import write_caption_concepts
+    from cocu.concepts.vocabulary import load_vocabulary
+    from cocu.data.manifest import read_manifest
+    from cocu.tracking.run_info import write_json
+
     params = load_params(params_file)
     paths = params.paths
     vocab = load_vocabulary(paths.vocabulary, paths.synonyms, params.vocabulary)

@@ -1,4 +1,4 @@
-"""DVC stage `curate`: the concept archive of every pair (CoCu, method.md §2-4): vision-driven
+"""DVC stage `curate`: the concept archive of every pair (CoCu, docs/method.md §2-5): vision-driven
 expansion over the L image neighbours, the official ranking score, and k-means clusters of each
 archive's concepts. Parquet shards, streamed with memory bounded by the batch, resumable per
 shard (the output is `persist`ed: a killed run redoes only unfinished shards)."""
@@ -8,22 +8,23 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
-from cocu.clip.embed import read_concept_names
-from cocu.concepts.archive import read_caption_concepts, run_curation
-from cocu.concepts.audit import benchmark_class_names, ground_truth_csr
-from cocu.concepts.metrics import curation_metrics, leakage_audit
-from cocu.concepts.vocabulary import load_vocabulary
 from cocu.config import flatten, load_params
 from cocu.stage import run_stage
-from cocu.tracking import start_run
-from cocu.tracking.run_info import write_json
 
 log = logging.getLogger("curate")
 
 
 def main(params_file: Path) -> None:
+    import numpy as np  # after run_stage has checked the params
+
+    from cocu.clip.embed import read_concept_names
+    from cocu.concepts.archive import read_caption_concepts, run_curation
+    from cocu.concepts.audit import benchmark_class_names, ground_truth_csr
+    from cocu.concepts.metrics import curation_metrics, leakage_audit
+    from cocu.concepts.vocabulary import load_vocabulary
+    from cocu.tracking import start_run
+    from cocu.tracking.run_info import write_json
+
     params = load_params(params_file)
     paths, cfg = params.paths, params.curation
     names = read_concept_names(Path(paths.concept_names))

@@ -8,17 +8,18 @@ import functools
 import logging
 from pathlib import Path
 
-from cocu.clip.jobs import embed_job, embed_launcher
 from cocu.config import load_params
-from cocu.launch.executor import run_job
 from cocu.stage import run_stage
-from cocu.tracking import start_run
-from cocu.tracking.run_info import write_json
 
 log = logging.getLogger("embed")
 
 
 def main(params_file: Path) -> None:
+    from cocu.clip.jobs import embed_job, embed_launcher  # after run_stage has checked the params
+    from cocu.launch.executor import run_job
+    from cocu.tracking import start_run
+    from cocu.tracking.run_info import write_json
+
     params = load_params(params_file)
     stats = run_job(functools.partial(embed_job, params), cfg=embed_launcher(params.launcher), name="embed")
     write_json(params.paths.embed_metrics, stats)

@@ -15,21 +15,22 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
 from cocu.config import load_params
-from cocu.eval.evaluate import evaluate_checkpoint
-from cocu.launch.device import resolve_device
 from cocu.stage import run_stage
-from cocu.tracking import start_run
-from cocu.tracking.run_info import write_json
-from cocu.training.runs import run_name, run_outputs
 
 log = logging.getLogger("evaluate")
 SUMMARY_KEYS = ("mIoU", "aAcc", "mAcc")
 
 
 def main(params_file: Path, variant: str, seed: int) -> None:
+    import torch  # after run_stage has checked the params
+
+    from cocu.eval.evaluate import evaluate_checkpoint
+    from cocu.launch.device import resolve_device
+    from cocu.tracking import start_run
+    from cocu.tracking.run_info import write_json
+    from cocu.training.runs import run_name, run_outputs
+
     params = load_params(params_file)  # EvalConfig checks that every active name has a protocol card
     if params.eval.threads > 0:
         torch.set_num_threads(params.eval.threads)

@@ -7,19 +7,20 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import faiss
-import numpy as np
-
-from cocu.concepts.retrieval import search_neighbours
 from cocu.config import load_params
 from cocu.stage import run_stage
-from cocu.tracking import start_run
-from cocu.tracking.run_info import write_json
 
 log = logging.getLogger("index")
 
 
 def main(params_file: Path) -> None:
+    import faiss  # after run_stage has checked the params
+    import numpy as np
+
+    from cocu.concepts.retrieval import search_neighbours
+    from cocu.tracking import start_run
+    from cocu.tracking.run_info import write_json
+
     params = load_params(params_file)
     paths, cfg = params.paths, params.index
     emb = np.load(paths.image_embeddings, mmap_mode="r")  # [N, D] float16, unit norm

@@ -12,15 +12,16 @@ import logging
 from pathlib import Path
 
 from cocu.config import load_params
-from cocu.data import gallery, pairs, world
 from cocu.stage import run_stage
-from cocu.tracking import start_run
-from cocu.tracking.run_info import write_json
 
 log = logging.getLogger("pairs")
 
 
 def main(params_file: Path) -> None:
+    from cocu.data import gallery, pairs, world  # after run_stage has checked the params
+    from cocu.tracking import start_run
+    from cocu.tracking.run_info import write_json
+
     params = load_params(params_file)
     paths, cfg = params.paths, params.world
     if params.pairs.source == "synthetic":

@@ -15,11 +15,7 @@ import logging
 from pathlib import Path
 
 from cocu.config import ConfigError, load_params
-from cocu.launch.executor import run_job
-from cocu.launch.jobs import CheckpointableTask
 from cocu.stage import run_stage
-from cocu.training import pretrain
-from cocu.training.runs import run_name, run_outputs
 
 log = logging.getLogger("pretrain")
 
@@ -28,6 +24,12 @@ def main(params_file: Path, variant: str, seed: int) -> None:
     params = load_params(params_file)
     if variant not in params.pretrain.variants:
         raise ConfigError(f"{params_file}: variant {variant!r} is not in pretrain.variants {params.pretrain.variants}")
+
+    from cocu.launch.executor import run_job  # after the params are checked
+    from cocu.launch.jobs import CheckpointableTask
+    from cocu.training import pretrain
+    from cocu.training.runs import run_name, run_outputs
+
     run_dir = run_outputs(params, variant, seed)["run_dir"]
     task = CheckpointableTask(functools.partial(pretrain.pretrain_job, Path(params_file).resolve(), variant, seed), run_dir)
     summary = run_job(task, cfg=params.launcher, name=f"pretrain-{run_name(variant, seed)}")

@@ -11,20 +11,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from cocu.config import load_params, to_dict
-from cocu.reports.build import build_report
-from cocu.reports.config import ReportConfig
+from cocu.config import ReportConfig, load_params
 from cocu.stage import run_stage
 
 log = logging.getLogger("report")
 
 
 def main(params_file: Path) -> None:
-    params = load_params(params_file)
-    paths = params.paths
-    cfg = ReportConfig(results_dir=paths.results, curves_dir=paths.pretrain_metrics, paper_numbers=paths.paper_numbers,
-                       out_dir=paths.reports, curate_metrics=paths.curate_metrics, teacher_metrics=paths.teacher_metrics,
-                       gallery=paths.world_gallery, **to_dict(params.report))
+    from cocu.reports.build import build_report  # after run_stage has checked the params
+
+    cfg = ReportConfig.from_params(load_params(params_file))
     outputs = build_report(cfg)
     log.info("report: %d result files, %d outputs under %s", outputs.num_results, len(outputs.files), cfg.out_dir)
 

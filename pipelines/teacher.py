@@ -14,20 +14,21 @@ import logging
 import shutil
 from pathlib import Path
 
-from cocu.clip.model import check_weights_file
-from cocu.clip.teacher import QualityProbe, run_teacher
 from cocu.config import load_params
-from cocu.data import world
-from cocu.data.manifest import read_ground_truth
-from cocu.data.shards import SkipCounter, iter_samples, list_shards
 from cocu.stage import run_stage
-from cocu.tracking import start_run
-from cocu.tracking.run_info import write_json
 
 log = logging.getLogger("teacher")
 
 
 def main(params_file: Path) -> None:
+    from cocu.clip.model import check_weights_file  # after run_stage has checked the params
+    from cocu.clip.teacher import QualityProbe, run_teacher
+    from cocu.data import world
+    from cocu.data.manifest import read_ground_truth
+    from cocu.data.shards import SkipCounter, iter_samples, list_shards
+    from cocu.tracking import start_run
+    from cocu.tracking.run_info import write_json
+
     params = load_params(params_file)
     paths = params.paths
     if params.clip.source == "pretrained":

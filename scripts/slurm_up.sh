@@ -11,7 +11,20 @@
 #   SLURM_TEST_DIR   state, spool, logs and PID files (default /tmp/slurm)
 #   WITH_DBD         1 (default): accounting through slurmdbd + MariaDB; 0: no accounting
 #
-# Background and the gotchas this follows: /work/shared/reference/ecosystem.md §3.
+# Gotchas this script follows (numbered as in the comments below), found on Debian 12's SLURM 22.05:
+#   1. Slurm may send --signal up to 30 s (PERIODIC_TIMEOUT) before it is due: a job whose time limit
+#      is not above signal delay + 30 s gets USR2 before Python installs its handler, and dies.
+#   2. A requeued job waits `cred_expire` seconds (default 120) before it may start again, and only
+#      a restart of slurmctld applies a new value (`scontrol reconfigure` does not).
+#   3. submitit needs `sacct` (accounting) to see jobs that died without writing a result; without
+#      it, waiting on such a job never ends.
+#   4. A new state dir restarts job ids at 1; an old accounting DB then answers for the new ids.
+#   5. slurmdbd must listen before slurmctld starts with an empty state dir, or slurmctld aborts.
+#   6. MariaDB's CREATE USER IF NOT EXISTS keeps an old password.
+#   7. `scontrol ping` fails at once when the controller is down (`sinfo` takes seconds): tests use it.
+#   8. With `srun` installed, submitit's AutoExecutor picks SLURM unless `cluster=` is explicit.
+#   9. Requeue and resume are tested on this real SLURM, not with submitit's local executor.
+#  10. The node name must be the short hostname.
 set -euo pipefail
 WITH_DBD=${WITH_DBD:-1}
 S=${SLURM_TEST_DIR:-/tmp/slurm}

@@ -1,7 +1,8 @@
-"""Archive shards: schema, streaming, resume after a kill, byte-identical determinism (DESIGN §6, §11)."""
+"""Archive shards: schema, streaming, resume after a kill, byte-identical determinism (docs/method.md §5)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,13 @@ from cocu.concepts.archive import (
     shard_paths,
     write_caption_concepts,
 )
-from cocu.concepts.config import CurationConfig
+from cocu.config import CurationConfig
 from cocu.concepts.curation import curate_all
 
 NAMES = [f"concept {i}" for i in range(20)]
-CFG = CurationConfig(batch_size=5, shard_size=12)  # 50 rows -> 5 shards, the last one partial
+OFFICIAL = CurationConfig(membership="exact", cluster=True, cluster_ratio=0.5, min_cluster_size=2, kmeans_iters=20,
+                          batch_size=1024, shard_size=100_000, top_k=3)  # the method's settings
+CFG = replace(OFFICIAL, batch_size=5, shard_size=12)  # 50 rows -> 5 shards, the last one partial
 
 
 @pytest.fixture
@@ -124,7 +127,7 @@ def test_truncated_or_unmarked_shards_are_redone(world: dict, tmp_path: Path) ->
 def test_changed_config_starts_over(world: dict, tmp_path: Path) -> None:
     out = tmp_path / "out"
     run(world, out)
-    stats = run(world, out, cfg=CurationConfig(batch_size=5, shard_size=12, membership="substring"))
+    stats = run(world, out, cfg=replace(CFG, membership="substring"))
     assert stats.shards_reused == 0 and stats.shards_written == (0, 1, 2, 3, 4)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -13,15 +14,21 @@ import pytest
 import torch
 from PIL import Image
 
-from cocu.clip.config import ClipConfig
+from cocu.config import ClipConfig
 from cocu.clip.model import ChecksumError, build_tiny_clip, load_clip, save_weights, tiny_model_cfg
 from cocu.clip.teacher import normalize_uint8
 from cocu.data.shards import RawSample, write_shards
 
 TINY = ClipConfig(
-    source="synthetic", image_size=16, embed_dim=32, vision_width=32, vision_layers=1, vision_head_width=16,
-    patch_size=8, text_width=32, text_layers=1, text_head_width=16, context_length=16,
+    source="synthetic", arch="ViT-B-16", weights_file=None, expected_sha256=None, image_size=16, embed_dim=32,
+    vision_width=32, vision_layers=1, vision_head_width=16, patch_size=8, vision_pool="tok", text_width=32,
+    text_layers=1, text_head_width=16, context_length=16,
 )
+
+
+def pretrained(arch: str) -> ClipConfig:
+    """A `pretrained` config of `arch` (its weights file is only read by the teacher stage's import)."""
+    return dataclasses.replace(TINY, source="pretrained", arch=arch, weights_file="clip.pt")
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
 
 
@@ -69,12 +76,12 @@ def test_local_weights_roundtrip(tmp_path: Path) -> None:
 
 def test_missing_weights_file_names_path_and_key(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "clip.pt"
-    for cfg in (TINY, ClipConfig(source="pretrained", arch="ViT-B-16")):
+    for cfg in (TINY, pretrained("ViT-B-16")):
         with pytest.raises(FileNotFoundError, match="paths.clip_weights") as e:
             load_clip(cfg, missing)
         assert str(missing) in str(e.value)
     with pytest.raises(FileNotFoundError, match="paths.clip_weights"):
-        load_clip(ClipConfig(source="pretrained"), None)
+        load_clip(pretrained("ViT-B-16"), None)
 
 
 def test_checksum_mismatch_is_an_error(tmp_path: Path) -> None:
@@ -100,7 +107,7 @@ def test_pretrained_profile_loads_local_file_of_a_registered_arch(tmp_path: Path
 
     st = tmp_path / "tiny.safetensors"
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(st))
-    cfg = ClipConfig(source="pretrained", arch="cocu-test-tiny")
+    cfg = pretrained("cocu-test-tiny")
     for path in (pt, st):
         model, _, pre_val, tok, digest = load_clip(cfg, path)
         assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -109,7 +116,7 @@ def test_pretrained_profile_loads_local_file_of_a_registered_arch(tmp_path: Path
         assert pre_val(Image.new("RGB", (40, 30))).shape == (3, 16, 16)
         assert tok(["a cat"]).shape == (1, 16)
     with pytest.raises(ValueError, match="built-in"):
-        load_clip(ClipConfig(source="pretrained", arch="hf-hub:someone/clip"), pt)
+        load_clip(pretrained("hf-hub:someone/clip"), pt)
 
 
 def test_val_preprocessing_matches_tensor_path() -> None:

@@ -1,4 +1,4 @@
-"""Curation metrics on hand-counted examples (DESIGN §6)."""
+"""Curation metrics on hand-counted examples (docs/method.md §11)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cocu.concepts.archive import read_caption_concepts, run_curation, write_caption_concepts
-from cocu.concepts.config import CurationConfig
+from cocu.config import CurationConfig, VocabularyConfig
 from cocu.concepts.curation import CSR
 from cocu.concepts.metrics import (
     curation_metrics,
@@ -63,7 +63,7 @@ def test_names_to_csr_keeps_unknown_names() -> None:
 
 
 def test_leakage_audit() -> None:
-    vocab = Vocabulary(["person", "potted plant", "dog"])
+    vocab = Vocabulary(["person", "potted plant", "dog"], cfg=VocabularyConfig(plural=True, max_ngram=4))
     audit = leakage_audit(vocab, {"voc": ["Person", "pottedplant", "potted-plant", "cat", "dogs"]})
     assert audit["voc"]["count"] == 3 and audit["voc"]["classes"] == 5
     assert audit["voc"]["names"] == ["Person", "potted-plant", "dogs"]
@@ -82,7 +82,8 @@ def test_curation_metrics_streams_shards(tmp_path: Path) -> None:
     write_caption_concepts(tmp_path / "cc.parquet", [str(i) for i in range(n)], lists)
     captions = read_caption_concepts(tmp_path / "cc.parquet", names)
     concept_emb = rng.standard_normal((12, d)).astype(np.float32)
-    cfg = CurationConfig(shard_size=7, batch_size=4)
+    cfg = CurationConfig(membership="exact", cluster=True, cluster_ratio=0.5, min_cluster_size=2, kmeans_iters=20,
+                         batch_size=4, shard_size=7, top_k=3)
     run_curation(tmp_path / "emb.npy", tmp_path / "neigh.npy", captions, names, concept_emb, tmp_path / "out",
                  cfg, progress=False)
     present = names_to_csr([lst + [names[(i % 12)]] for i, lst in enumerate(lists)], names)

@@ -1,14 +1,15 @@
-"""Expansion, ranking and clustering against hand computations and loop restatements (method.md §2-4)."""
+"""Expansion, ranking and clustering against hand computations and loop restatements (docs/method.md §2-4)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from cocu.concepts.clustering import cluster_archives, kmeans_batched, num_clusters
-from cocu.concepts.config import CurationConfig
+from cocu.config import CurationConfig
 from cocu.concepts.curation import (
     CSR,
     curate_all,
@@ -19,7 +20,9 @@ from cocu.concepts.curation import (
     with_anchor,
 )
 
-EXACT = CurationConfig(cluster=False)
+OFFICIAL = CurationConfig(membership="exact", cluster=True, cluster_ratio=0.5, min_cluster_size=2, kmeans_iters=20,
+                          batch_size=1024, shard_size=100_000, top_k=3)  # the method's settings
+EXACT = replace(OFFICIAL, cluster=False)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -47,7 +50,7 @@ def test_hand_built_ranking() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# a loop restatement of method.md §2-3, written independently of the vectorised code
+# a loop restatement of docs/method.md §2-3, written independently of the vectorised code
 
 
 def reference(anchor, neigh_ids, emb, captions, names, concept_emb, membership="exact"):
@@ -143,7 +146,7 @@ def test_substring_membership_cat_cattle() -> None:
     captions = [[0], [1, 2]]  # anchor: "cat"; neighbour: "cattle, grass"
     neigh = np.array([[0, 1]])
     exact = curate_rows(emb, neigh, CSR.from_lists(captions), concept_emb, EXACT)
-    sub_cfg = CurationConfig(cluster=False, membership="substring")
+    sub_cfg = replace(EXACT, membership="substring")
     sub = curate_rows(emb, neigh, CSR.from_lists(captions), concept_emb, sub_cfg, rel)
     for out, mode in ((exact, "exact"), (sub, "substring")):
         want = reference(emb[0], neigh[0], emb, captions, names, concept_emb, mode)
@@ -159,7 +162,7 @@ def test_substring_membership_cat_cattle() -> None:
 def test_substring_matches_restatement_random(rng: np.random.Generator) -> None:
     emb, concept_emb, captions, neigh = random_world(rng, v=6)
     names = ["cat", "cattle", "at", "grass", "glass", "seagrass"]
-    cfg = CurationConfig(cluster=False, membership="substring")
+    cfg = replace(EXACT, membership="substring")
     out = curate_rows(emb, neigh, CSR.from_lists(captions), concept_emb, cfg, substring_relation(names))
     for b in range(len(emb)):
         want = reference(emb[b], neigh[b], emb, captions, names, concept_emb, "substring")
@@ -183,7 +186,7 @@ def test_missing_neighbour_is_ignored(rng: np.random.Generator) -> None:
 def test_curate_all_streams_batches(rng: np.random.Generator) -> None:
     emb, concept_emb, captions, neigh = random_world(rng)
     csr = CSR.from_lists(captions)
-    cfg = CurationConfig(batch_size=7)
+    cfg = replace(OFFICIAL, batch_size=7)
     batches = list(curate_all(emb.astype(np.float32), neigh, csr, concept_emb, cfg, start=3, stop=30))
     assert [len(b.sizes) for b in batches] == [7, 7, 7, 6]
     whole = curate_batch(gather_rows(emb, with_anchor(3, neigh[3:30])), neigh[3:30], csr,
@@ -202,7 +205,7 @@ def gram(x: np.ndarray) -> np.ndarray:
 
 def kmeans_reference(x: np.ndarray, k: int, iters: int) -> np.ndarray:
     """Plain Lloyd in embedding space for one archive, farthest-point init, same renumbering: the
-    per-archive reference of benchmarks/curation.py (one restatement of method.md §4 for both)."""
+    per-archive reference of benchmarks/curation.py (one restatement of docs/method.md §4 for both)."""
     from benchmarks.curation import kmeans_one
 
     return np.array(kmeans_one(x, k, iters, "numpy"))
@@ -232,7 +235,7 @@ def test_small_archives_one_cluster_per_concept(rng: np.random.Generator) -> Non
 def test_clusters_in_curation_are_deterministic(rng: np.random.Generator) -> None:
     emb, concept_emb, captions, neigh = random_world(rng, v=40)
     csr = CSR.from_lists(captions)
-    cfg = CurationConfig(cluster=True)
+    cfg = OFFICIAL
     a = curate_rows(emb, neigh, csr, concept_emb, cfg)
     b = curate_rows(emb, neigh, csr, concept_emb, cfg)
     np.testing.assert_array_equal(a.clusters, b.clusters)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,19 +22,22 @@ from cocu.launch.device import autocast_context, grad_scaler, resolve_device
 from cocu.launch.distributed import (
     DistInfo, destroy_process_group, from_env, gather_with_grad, init_process_group, unwrap, wrap_ddp,
 )
-from cocu.models.config import ImageEncoderConfig, ModelConfig, ProjectorConfig, TextEncoderConfig
+from cocu.config import ImageEncoderConfig, ModelConfig, ProjectorConfig, TextEncoderConfig
 from cocu.models.factory import build_model
 from cocu.training.batches import InMemoryBatches, random_pairs
 from cocu.training.checkpoint import latest_checkpoint, load_checkpoint
-from cocu.training.config import TrainConfig
 from cocu.training.losses import GroupViTLoss
 from cocu.training.loop import train
+from tests.conftest import BASE_TRAIN
 
 MICRO = ModelConfig(
-    image=ImageEncoderConfig(img_size=32, patch_size=8, width=32, depths=(1, 1, 1), num_heads=(2, 2, 2),
-                             num_group_tokens=(4, 2, 0), num_output_groups=(4, 2), drop_path=0.1),
-    text=TextEncoderConfig(context_length=16, vocab_size=1000, width=32, layers=1, heads=2),
+    image=ImageEncoderConfig(img_size=32, patch_size=8, in_chans=3, width=32, depths=(1, 1, 1), num_heads=(2, 2, 2),
+                             num_group_tokens=(4, 2, 0), num_output_groups=(4, 2), mlp_ratio=4.0,
+                             token_mlp_ratio=0.5, drop_path=0.1, gumbel_tau=1.0, group_token_std=0.02,
+                             gumbel_noise=True),
+    text=TextEncoderConfig(context_length=16, vocab_size=1000, width=32, layers=1, heads=2, mlp_ratio=4.0),
     projector=ProjectorConfig(hidden_dim=64, out_dim=32),
+    temperature=0.07, max_logit_scale=100.0,
 )
 
 
@@ -124,8 +128,8 @@ def _train_worker(rank: int, out_dir: str) -> None:
     try:
         images, texts, prompts = random_pairs(16, 32, 16, 2, seed=1, vocab_size=1000)
         data = InMemoryBatches(images, texts, prompts, batch_size=2, seed=3, rank=rank, world_size=2)
-        cfg = TrainConfig(batch_size=2, epochs=1, warmup_epochs=0, steps=4, warmup_steps=1, accum_steps=2,
-                          base_lr=0.5, checkpoint_every=2, log_every=1, num_prompts=2)
+        cfg = replace(BASE_TRAIN, batch_size=2, epochs=1, warmup_epochs=0, steps=4, warmup_steps=1, accum_steps=2,
+                      base_lr=0.5, checkpoint_every=2, log_every=1, num_prompts=2)
         torch.manual_seed(0)
         model = build_model(MICRO)
         first = train(model, cfg, data, Path(out_dir) / "run", dist, stop_at_step=2)

@@ -142,7 +142,7 @@ def test_repeated_key_in_shards_is_skipped_like_the_manifest_does(tmp_path: Path
 
 
 def test_run_embed_writes_all_outputs(tmp_path: Path) -> None:
-    from cocu.clip.config import EmbedConfig
+    from cocu.config import EmbedConfig
     from cocu.clip.embed import run_embed
     from cocu.clip.model import build_tiny_clip, save_weights
 
@@ -150,8 +150,9 @@ def test_run_embed_writes_all_outputs(tmp_path: Path) -> None:
     weights = tmp_path / "clip.pt"
     digest = save_weights(build_tiny_clip(TINY), weights)
     out = tmp_path / "emb"
+    cfg = EmbedConfig(batch_size=4, device="cpu", prompt="a photo of a {}", autocast=True)
     metrics = run_embed(iter_samples(shards), read_manifest_keys(path), ["red", "traffic cone"], TINY, weights,
-                        EmbedConfig(batch_size=4), CPU, out / "img.npy", out / "txt.npy", out / "c.npy", out / "c.txt")
+                        cfg, CPU, out / "img.npy", out / "txt.npy", out / "c.npy", out / "c.txt")
     assert metrics["rows"] == 9 and metrics["concepts"] == 2 and metrics["weights_sha256"] == digest
     assert np.load(out / "img.npy").shape == (9, TINY.embed_dim) and np.load(out / "c.npy").shape == (2, TINY.embed_dim)
     assert read_concept_names(out / "c.txt") == ["red", "traffic cone"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import cocu.launch.distributed  # noqa: F401  (imports torch at collection, not 
 from cocu.config import ConfigError, LauncherConfig, from_dict
 from cocu.launch import executor as ex
 from cocu.launch.jobs import CheckpointableTask, JobCall, distributed_env, master_port
-from tests.conftest import write_params
+from tests.conftest import LOCAL_LAUNCHER, write_params
 
 SLURM_2x4 = {
     "cluster": "slurm", "partition": "gpu", "nodes": 2, "gpus_per_node": 4, "cpus_per_task": 8, "mem_gb": 256,
@@ -40,7 +41,7 @@ def _read_step(run_dir: Path) -> int:
 
 
 def test_local_runs_in_this_process(tmp_path: Path) -> None:
-    cfg = LauncherConfig(cluster="local")
+    cfg = LOCAL_LAUNCHER
     pid, y = ex.run_job(_pid_and_square, 7, cfg=cfg, name="t", folder=tmp_path)
     assert (pid, y) == (os.getpid(), 49)
     assert isinstance(ex.make_executor(cfg, "t", tmp_path), ex.InProcessExecutor)
@@ -49,19 +50,19 @@ def test_local_runs_in_this_process(tmp_path: Path) -> None:
 
 def test_local_failure_keeps_the_original_exception(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="intentional failure on 3") as info:
-        ex.run_job(_boom, 3, cfg=LauncherConfig(cluster="local"), name="t", folder=tmp_path)
+        ex.run_job(_boom, 3, cfg=LOCAL_LAUNCHER, name="t", folder=tmp_path)
     assert any(frame.name == "_boom" for frame in info.traceback)
 
 
 def test_debug_executor(tmp_path: Path) -> None:
-    cfg = LauncherConfig(cluster="debug")
+    cfg = replace(LOCAL_LAUNCHER, cluster="debug")
     assert isinstance(ex.make_executor(cfg, "t", tmp_path)._executor, submitit.DebugExecutor)
     assert ex.run_job(_square, 6, cfg=cfg, name="t", folder=tmp_path) == 36
 
 
 def test_map_shards_keeps_order(tmp_path: Path) -> None:
-    assert ex.map_shards(_square, range(5), LauncherConfig(cluster="local"), "emb") == [0, 1, 4, 9, 16]
-    assert ex.map_shards(_square, [3, 1], LauncherConfig(cluster="debug"), "emb", tmp_path) == [9, 1]
+    assert ex.map_shards(_square, range(5), LOCAL_LAUNCHER, "emb") == [0, 1, 4, 9, 16]
+    assert ex.map_shards(_square, [3, 1], replace(LOCAL_LAUNCHER, cluster="debug"), "emb", tmp_path) == [9, 1]
 
 
 def test_sbatch_dry_run_has_every_resource(tmp_path: Path) -> None:
@@ -80,7 +81,7 @@ def test_sbatch_dry_run_has_every_resource(tmp_path: Path) -> None:
 
 def test_sbatch_dry_run_without_srun_and_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("shutil.which", lambda name, *a, **k: None)  # a laptop: no srun on PATH
-    cfg = LauncherConfig(cluster="local", timeout_min=10, signal_delay_s=60)  # dry run shows slurm anyway
+    cfg = replace(LOCAL_LAUNCHER, timeout_min=10, signal_delay_s=60)  # dry run shows slurm anyway
     script = ex.sbatch_script(cfg, "embed", tmp_path)
     assert "#SBATCH --ntasks-per-node=1" in script and "#SBATCH --signal=USR2@60" in script
     assert "gpus-per-node" not in script and "--partition" not in script
@@ -93,7 +94,7 @@ def test_array_elements_are_single_task(tmp_path: Path) -> None:
 
 
 def test_signal_delay_must_fit_in_the_time_limit() -> None:
-    cfg = LauncherConfig(cluster="slurm", timeout_min=2, signal_delay_s=90)  # gotcha 1: USR2 at start
+    cfg = replace(LOCAL_LAUNCHER, cluster="slurm", timeout_min=2, signal_delay_s=90)  # gotcha 1: USR2 at start
     with pytest.raises(ConfigError, match="signal_delay_s"):
         ex.executor_parameters(cfg, "t")
 

@@ -3,34 +3,37 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from cocu.models.config import (
-    ImageEncoderConfig, ModelConfig, ProjectorConfig, TextEncoderConfig, tiny_model_config,
+from cocu.config import (
+    ImageEncoderConfig, ModelConfig, ProjectorConfig, TextEncoderConfig, from_dict, tiny_model_config,
 )
 from cocu.models.factory import build_model
 from cocu.training.batches import InMemoryBatches, random_pairs
-from cocu.config import from_dict
 from cocu.training.checkpoint import (
     capture_rng, latest_checkpoint, list_checkpoints, load_checkpoint, load_model_state, restore_rng,
     sha256_file,
 )
-from cocu.training.config import TrainConfig
 from cocu.training.loop import train
+from tests.conftest import BASE_TRAIN
 
 # smaller than the synthetic world's model, with drop path on so that resuming must restore RNG
 MICRO = ModelConfig(
-    image=ImageEncoderConfig(img_size=32, patch_size=8, width=32, depths=(1, 1, 1), num_heads=(2, 2, 2),
-                             num_group_tokens=(4, 2, 0), num_output_groups=(4, 2), drop_path=0.1),
-    text=TextEncoderConfig(context_length=16, vocab_size=1000, width=32, layers=1, heads=2),
+    image=ImageEncoderConfig(img_size=32, patch_size=8, in_chans=3, width=32, depths=(1, 1, 1), num_heads=(2, 2, 2),
+                             num_group_tokens=(4, 2, 0), num_output_groups=(4, 2), mlp_ratio=4.0,
+                             token_mlp_ratio=0.5, drop_path=0.1, gumbel_tau=1.0, group_token_std=0.02,
+                             gumbel_noise=True),
+    text=TextEncoderConfig(context_length=16, vocab_size=1000, width=32, layers=1, heads=2, mlp_ratio=4.0),
     projector=ProjectorConfig(hidden_dim=64, out_dim=32),
+    temperature=0.07, max_logit_scale=100.0,
 )
-CFG = TrainConfig(batch_size=4, epochs=1, warmup_epochs=0, steps=6, warmup_steps=2, accum_steps=2,
-                  base_lr=0.5, warmup_lr=0.0, min_lr=0.0, checkpoint_every=2, log_every=1, num_prompts=2)
+CFG = replace(BASE_TRAIN, batch_size=4, epochs=1, warmup_epochs=0, steps=6, warmup_steps=2, accum_steps=2,
+              base_lr=0.5, warmup_lr=0.0, min_lr=0.0, checkpoint_every=2, log_every=1, num_prompts=2)
 
 
 class RecordingTracker:
@@ -132,8 +135,8 @@ def test_batch_stream_resumes_at_position_and_splits_by_rank() -> None:
 def test_loss_falls_on_a_tiny_fixed_dataset(tmp_path: Path) -> None:
     """40 steps of the synthetic world's model on 32 random images with distinct captions."""
     images, texts, prompts = random_pairs(32, 64, 32, 3, seed=0)
-    cfg = TrainConfig(batch_size=16, epochs=1, warmup_epochs=0, steps=40, warmup_steps=4,
-                      base_lr=512 * 1e-3, warmup_lr=0.0, min_lr=0.0, log_every=5, checkpoint_every=100)
+    cfg = replace(BASE_TRAIN, batch_size=16, epochs=1, warmup_epochs=0, steps=40, warmup_steps=4,
+                  base_lr=512 * 1e-3, warmup_lr=0.0, min_lr=0.0, log_every=5, checkpoint_every=100)
     tracker = RecordingTracker()
     torch.manual_seed(0)
     train(build_model(tiny_model_config()), cfg, InMemoryBatches(images, texts, prompts, 16), tmp_path,

@@ -1,4 +1,4 @@
-"""Both losses against a loop restatement of reference/method.md §5, and the rank bookkeeping."""
+"""Both losses against a loop restatement of docs/method.md §8, and the rank bookkeeping."""
 
 from __future__ import annotations
 

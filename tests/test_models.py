@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from cocu.models.config import ImageEncoderConfig, ModelConfig, paper_model_config, tiny_model_config
+from cocu.config import paper_model_config, tiny_model_config
 from cocu.models.factory import PAPER_PARAMETER_COUNTS, build_model, parameter_counts
 from cocu.models.groupvit import GroupViT, hard_assignment
 from cocu.training.batches import random_pairs
@@ -27,7 +29,7 @@ def test_paper_parameter_counts_are_the_official_ones() -> None:
 
 
 def test_text_encoder_count_decomposes_as_documented() -> None:
-    model = build_model(ModelConfig(image=TINY.image, projector=TINY.projector))  # paper text tower
+    model = build_model(replace(TINY, text=paper_model_config().text))  # paper text tower
     layer = sum(p.numel() for p in model.text_encoder.blocks[0].parameters())
     assert layer == 789_760
     assert parameter_counts(model)["text_encoder"] == 12 * 789_760 + 49_408 * 256 + 77 * 256 + 512
@@ -47,8 +49,8 @@ def test_forward_shapes_and_unit_norm(tiny_model: torch.nn.Module) -> None:
 
 
 def test_group_tokens_per_stage_and_token_counts() -> None:
-    cfg = ImageEncoderConfig(img_size=32, patch_size=8, width=32, depths=(1, 1, 1), num_heads=(2, 2, 2),
-                             num_group_tokens=(8, 4, 0), num_output_groups=(6, 3))
+    cfg = replace(TINY.image, img_size=32, patch_size=8, width=32, depths=(1, 1, 1), num_heads=(2, 2, 2),
+                  num_group_tokens=(8, 4, 0), num_output_groups=(6, 3))
     enc = GroupViT(cfg).eval()
     assert [0 if s.group_tokens is None else s.group_tokens.shape[1] for s in enc.stages] == [8, 4, 0]
     tokens, softs, hw = enc.forward_groups(torch.randn(2, 3, 32, 32))

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
-from cocu.models.config import tiny_model_config
+from cocu.config import tiny_model_config
 from cocu.models.factory import build_model
-from cocu.training.config import TrainConfig
 from cocu.training.optim import (
     CosineSchedule, build_optimizer, build_schedule, param_groups, resolve_steps, scale_lr,
 )
+from tests.conftest import BASE_TRAIN
 
 
 def test_schedule_at_warmup_start_end_and_last_step() -> None:
@@ -27,7 +28,7 @@ def test_schedule_at_warmup_start_end_and_last_step() -> None:
 
 def test_lr_scaling_and_paper_numbers() -> None:
     assert scale_lr(1.6e-3, 1024) == pytest.approx(4e-4)
-    cfg = TrainConfig(batch_size=256, epochs=30, warmup_epochs=2)
+    cfg = replace(BASE_TRAIN, batch_size=256, epochs=30, warmup_epochs=2)
     sched = build_schedule(cfg, world_size=4, samples_per_epoch=12_000_000)
     assert sched.base_lr == pytest.approx(4e-4)
     assert sched.warmup_lr == pytest.approx(1e-6) and sched.min_lr == pytest.approx(1e-5)
@@ -36,10 +37,10 @@ def test_lr_scaling_and_paper_numbers() -> None:
 
 
 def test_explicit_steps_win_and_epochs_need_a_size() -> None:
-    cfg = TrainConfig(batch_size=8, epochs=3, warmup_epochs=1, steps=50, warmup_steps=5, accum_steps=2)
+    cfg = replace(BASE_TRAIN, batch_size=8, epochs=3, warmup_epochs=1, steps=50, warmup_steps=5, accum_steps=2)
     assert resolve_steps(cfg, world_size=2, samples_per_epoch=None) == (50, 5)
     with pytest.raises(ValueError, match="samples_per_epoch"):
-        resolve_steps(TrainConfig(batch_size=8, epochs=3, warmup_epochs=1), 1, None)
+        resolve_steps(replace(BASE_TRAIN, batch_size=8, epochs=3, warmup_epochs=1), 1, None)
 
 
 def test_no_weight_decay_on_1d_params_embeddings_and_group_tokens() -> None:
@@ -57,5 +58,5 @@ def test_no_weight_decay_on_1d_params_embeddings_and_group_tokens() -> None:
               "image_encoder.stages.0.grouping.assign.q.weight", "text_projector.net.0.weight"):
         assert names[n], n
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
-    opt = build_optimizer(model, TrainConfig(batch_size=8, epochs=1, warmup_epochs=0), lr=1e-3)
+    opt = build_optimizer(model, replace(BASE_TRAIN, batch_size=8, epochs=1, warmup_epochs=0), lr=1e-3)
     assert opt.defaults["betas"] == (0.9, 0.999)

@@ -1,4 +1,4 @@
-"""Prompt templates and the per-variant text augmentation (method.md §5)."""
+"""Prompt templates and the per-variant text augmentation (docs/method.md §7)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from cocu.concepts.vocabulary import Vocabulary
+from cocu.config import VocabularyConfig
 from cocu.data.templates import IMAGENET_TEMPLATES, SINGLE_TEMPLATE
 from cocu.training import prompts as P
 from cocu.training.prompts import Archive, build_texts, load_archives, make_prompt_source, wrap_in_templates
 
-VOCAB = Vocabulary(["cat", "dog", "tree", "red car", "sky", "grass"])
+VOCAB = Vocabulary(["cat", "dog", "tree", "red car", "sky", "grass"],
+                   cfg=VocabularyConfig(plural=True, max_ngram=4))
 
 
 def _concept_of(prompt: str) -> str | None:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from cocu.eval import converters as cv
-from cocu.eval.config import ProtocolCard
+from cocu.config import ProtocolCard
 from cocu.eval.overlay import palette
 from cocu.eval.protocol import OFFICIAL_CARDS, SYNTHETIC_CARDS
 from cocu.eval.readers import BenchmarkNotFoundError, open_benchmark, shipped_class_names
@@ -380,7 +380,7 @@ def test_extract_refuses_links(tmp_path):
 def test_card_reader_names_have_layouts():
     from cocu.eval.readers import LAYOUTS
     import typing
-    from cocu.eval.config import ReaderName
+    from cocu.config import ReaderName
 
     assert set(typing.get_args(ReaderName)) == set(LAYOUTS)
     assert isinstance(OFFICIAL_CARDS["voc"], ProtocolCard)

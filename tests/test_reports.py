@@ -13,10 +13,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from cocu.config import ConfigError, from_dict
+from cocu.config import ConfigError, ReportConfig, ReportSection, from_dict
 from cocu.reports import build, tables
 from cocu.reports.build import build_report
-from cocu.reports.config import ReportConfig, ReportSection
 from cocu.reports.curation import curation_table
 from cocu.reports.inputs import ReportInputError, load_results
 from cocu.reports.reference import load_reference
@@ -24,6 +23,15 @@ from cocu.reports.reference import load_reference
 from .conftest import REPO, write_params
 
 PAPER = REPO / "configs" / "paper_numbers.yaml"
+# the report knobs (params.yaml's `report:`), stated for the configs built here
+KNOBS = dict(paper_setting="cc3m+cc12m+yfcc14m", paper_methods={"baseline": "groupvit", "cocu": "cocu"},
+             variants_order=("baseline", "ranking", "expansion", "cocu", "oracle"),
+             benchmarks_order=("synth_things", "synth_stuff", "synth_all", "voc", "context", "coco_object", "coco_stuff",
+                               "cityscapes", "ade20k", "imagenet_s50", "imagenet_s300", "voc20", "context59"),
+             curve_metric="loss", decimals=2, concept_benchmark="synth_all")
+# optional inputs left out; every result file found is read (no configured variants x seeds)
+NO_FILES = dict(curate_metrics=None, teacher_metrics=None, gallery=None, variants=None, seeds=None,
+                pairs_manifest=None, archives=None, num_prompts=3)
 # variant -> benchmark -> mIoU per seed (s0, s1); chosen so the gap closure is easy by hand
 MIOU = {
     "baseline": {"voc": [30.0, 32.0], "ade20k": [10.0, 12.0]},
@@ -60,7 +68,8 @@ def make_inputs(root: Path, miou: dict = MIOU) -> ReportConfig:
                                                   "brand_new/key": 2}))
     return ReportConfig(results_dir=str(root / "results"), curves_dir=str(curves), paper_numbers=str(PAPER),
                         out_dir=str(root / "out"), curate_metrics=str(root / "curate.json"),
-                        teacher_metrics=str(root / "teacher.json"))
+                        teacher_metrics=str(root / "teacher.json"), gallery=None, variants=None, seeds=None,
+                        pairs_manifest=None, archives=None, num_prompts=3, **KNOBS)
 
 
 @pytest.fixture(scope="module")
@@ -95,13 +104,17 @@ def test_paper_ours_delta_and_unknown(built) -> None:
     assert df.loc[("baseline", "ade20k")].paper_status == "unknown" and math.isnan(df.loc[("baseline", "ade20k")].paper_miou)
     cocu = df.loc[("cocu", "ade20k")]  # third-party number, training setting unknown: shown, flagged unverified
     assert cocu.paper_miou == 12.3 and not bool(cocu.paper_verified) and cocu.paper_data == "unknown"
+    cocu_voc = df.loc[("cocu", "voc")]  # secondary source for the paper's own setting: preferred, unverified
+    assert cocu_voc.paper_miou == 51.4 and not bool(cocu_voc.paper_verified)
+    assert cocu_voc.paper_data == "cc3m+cc12m+yfcc14m"
     assert df.loc[("oracle", "voc")].paper_status == "no_paper_method"
     assert df.loc[("baseline", tables.MEAN)].paper_status == "unknown"  # ade20k unknown -> the mean is unknown
     md = (Path(cfg.out_dir) / "tables" / "main.md").read_text()
     lines = {line.split("|")[2].strip(): line for line in md.splitlines() if line.startswith("|")}
     paper_row = next(line for key, line in lines.items() if key.startswith("paper: GroupViT"))
     assert "52.3" in paper_row and "unknown" in paper_row
-    assert "-21.30" in md and "+0.70*†" in md and "-14.40*†" in md  # 31 - 52.3; cocu: 13 - 12.3, 37 - 51.4
+    assert "-21.30" in md and "+0.70*†" in md  # 31 - 52.3; cocu: 13 - 12.3 (setting unknown)
+    assert "-14.40*" in md and "-14.40*†" not in md  # cocu: 37 - 51.4 (setting known, unverified)
 
 
 def test_gap_closure_by_hand(built) -> None:
@@ -114,15 +127,15 @@ def test_gap_closure_by_hand(built) -> None:
 
 
 def test_gap_closure_undefined_when_oracle_not_better() -> None:
-    assert math.isnan(tables.gap_closure(5.0, 10.0, 10.0)) and math.isnan(tables.gap_closure(5.0, 10.0, 8.0))
-    assert tables.gap_closure(12.0, 10.0, 14.0) == pytest.approx(0.5)
-    results = pd.DataFrame([{"variant": v, "seed": 0, "benchmark": "synth_all", "mIoU": m}
-                            for v, m in (("baseline", 20.0), ("cocu", 25.0), ("oracle", 18.0))])
+    from cocu.reports.comparisons import gap_closure_table
+
+    results = pd.DataFrame([{"variant": v, "seed": s, "benchmark": "synth_all", "mIoU": m + s}
+                            for v, m in (("baseline", 20.0), ("cocu", 25.0), ("oracle", 18.0)) for s in (0, 1)])
     summary = tables.summarize(results, ["synth_all"])
-    cfg = ReportConfig(results_dir="r", curves_dir="c", paper_numbers="p", out_dir="o")
-    table = tables.gap_closure_table(summary, ["synth_all"], ["baseline", "cocu", "oracle"], cfg)
-    assert set(table.data.status) == {"undefined: oracle <= baseline"} and table.data.closure.isna().all()
-    assert table.display.iloc[0]["closure: cocu"].startswith("undefined")
+    cfg = ReportConfig(results_dir="r", curves_dir="c", paper_numbers="p", out_dir="o", **NO_FILES, **KNOBS)
+    table = gap_closure_table(results, ["synth_all"], ["baseline", "cocu", "oracle"], 2)
+    assert set(table.data.status) == {"undefined: oracle − baseline not above 0"}
+    assert "undefined" in table.display.iloc[0]["closure: cocu"]
     main = tables.main_table(summary, ["synth_all"], ["baseline", "cocu", "oracle"], load_reference(PAPER), cfg)
     assert list(main.display.row) == ["ours"] * 3  # no paper benchmark: no paper rows, and a note says why
     assert set(main.data.paper_status) == {"not_a_paper_benchmark", "no_paper_method"}
@@ -155,7 +168,7 @@ def test_results_page_lists_protocols_provenance_and_missing_teacher(built) -> N
 
 def test_missing_results_folder_says_so(tmp_path: Path) -> None:
     cfg = ReportConfig(results_dir=str(tmp_path / "nope"), curves_dir=str(tmp_path / "nocurves"),
-                       paper_numbers=str(PAPER), out_dir=str(tmp_path / "out"))
+                       paper_numbers=str(PAPER), out_dir=str(tmp_path / "out"), **NO_FILES, **KNOBS)
     outputs = build_report(cfg)
     md = (tmp_path / "out" / "results.md").read_text()
     assert outputs.num_results == 0 and f"No evaluation results: `{tmp_path / 'nope'}` does not exist" in md
@@ -175,7 +188,7 @@ def test_result_in_wrong_folder_is_an_error(tmp_path: Path) -> None:
 def test_ablation_orders_l_sweep_or_explains_it(tmp_path: Path) -> None:
     rows = [{"variant": v, "seed": 0, "benchmark": "voc", "mIoU": m}
             for v, m in (("baseline", 10.0), ("cocu", 14.0), ("cocu-L16", 13.0), ("cocu-L4", 12.0), ("ranking", 11.0))]
-    cfg = ReportConfig(results_dir="r", curves_dir="c", paper_numbers="p", out_dir="o")
+    cfg = ReportConfig(results_dir="r", curves_dir="c", paper_numbers="p", out_dir="o", **NO_FILES, **KNOBS)
     variants = tables.order([r["variant"] for r in rows], cfg.variants_order)
     table = tables.ablation_table(tables.summarize(pd.DataFrame(rows), ["voc"]), variants, cfg)
     assert list(table.data.variant) == ["baseline", "ranking", "cocu", "cocu-L4", "cocu-L16"]
@@ -199,8 +212,8 @@ def test_reference_file_is_strict_and_sourced(tmp_path: Path) -> None:
     voc = ref.lookup("groupvit", "cc3m+cc12m+yfcc14m", "voc")
     assert voc is not None and voc.value == 52.3 and voc.verified and "GroupViT" in voc.source
     assert ref.lookup("groupvit", "cc3m+cc12m+yfcc14m", "ade20k") is None  # unknown, not guessed
-    cocu = [n for n in ref.numbers if n.method == "cocu"]
-    assert cocu and all(not n.verified and n.setting_unknown for n in cocu)
+    cocu = [n for n in ref.numbers if n.method == "cocu"]  # no CoCu number could be read in the paper itself
+    assert cocu and not any(n.verified for n in cocu)
     raw = yaml.safe_load(PAPER.read_text())
     raw["entries"][0]["typo"] = 1
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))

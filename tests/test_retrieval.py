@@ -1,11 +1,13 @@
-"""Neighbour search: exact blocked kNN, faiss indexes, recall, missing ids (method.md §2)."""
+"""Neighbour search: exact blocked kNN, faiss indexes, recall, missing ids (docs/method.md §2)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from cocu.concepts.config import IndexConfig
+from cocu.config import IndexConfig
 import torch
 
 from cocu.concepts.retrieval import (
@@ -19,6 +21,10 @@ from cocu.concepts.retrieval import (
     search_neighbours,
     similarity_order,
 )
+
+# the repository's index settings; each test states the ones it depends on
+BASE = IndexConfig(type="flat", num_neighbours=8, nlist=1024, nprobe=16, hnsw_m=32, ef_construction=80, ef_search=64,
+                   train_size=100_000, batch_size=4096, block_size=4096, recall_sample=1000, seed=0)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -51,7 +57,7 @@ def test_exact_knn_ties_by_id() -> None:
 
 def test_flat_neighbours_tie_by_id_like_exact_knn() -> None:
     db = np.array([[0, 1], [1, 0], [0, 1], [1, 0], [1, 0], [0.6, 0.8]], dtype=np.float32)
-    nb = search_neighbours(db, IndexConfig(num_neighbours=3, batch_size=2))  # no tie across the k-th place
+    nb = search_neighbours(db, replace(BASE, num_neighbours=3, batch_size=2))  # no tie across the k-th place
     want, want_sims = exact_knn(db, db, k=3)
     np.testing.assert_array_equal(nb.ids, want)
     np.testing.assert_array_equal(nb.ids[[1, 4, 5]], [[1, 3, 4], [1, 3, 4], [5, 0, 2]])  # ties in id order
@@ -139,10 +145,10 @@ def test_exact_knn_rejects_k_above_n(rng: np.random.Generator) -> None:
 
 def test_flat_index_matches_exact(rng: np.random.Generator) -> None:
     emb = unit(rng.standard_normal((200, 16)))
-    ids, _ = search_index(build_index(emb, IndexConfig(type="flat")), emb, k=5, batch_size=64)
+    ids, _ = search_index(build_index(emb, replace(BASE, type="flat")), emb, k=5, batch_size=64)
     want, _ = exact_knn(emb, emb, k=5)
     np.testing.assert_array_equal(ids, want)
-    nb = search_neighbours(emb, IndexConfig(num_neighbours=5))
+    nb = search_neighbours(emb, replace(BASE, num_neighbours=5))
     np.testing.assert_array_equal(nb.ids, want)
     np.testing.assert_array_equal(nb.ids[:, 0], np.arange(200))  # each row is its own top-1
 
@@ -151,11 +157,11 @@ def test_ivf_recall(rng: np.random.Generator) -> None:
     emb = clustered(rng, 2000)
     exact, _ = exact_knn(emb, emb, k=8)
     # probing every list is exact search: recall 1
-    full = IndexConfig(type="ivf", nlist=16, nprobe=16, train_size=2000)
+    full = replace(BASE, type="ivf", nlist=16, nprobe=16, train_size=2000)
     ids, _ = search_index(build_index(emb, full), emb, k=8)
     assert recall_at_k(ids, exact) == 1.0
     # one list out of 16 misses neighbours that fall in other lists
-    cfg = IndexConfig(type="ivf", nlist=16, nprobe=1, num_neighbours=8, recall_sample=500)
+    cfg = replace(BASE, type="ivf", nlist=16, nprobe=1, num_neighbours=8, recall_sample=500)
     nb = search_neighbours(emb, cfg)
     assert nb.recall is not None and 0.5 < nb.recall < 1.0
     assert nb.recall == pytest.approx(recall_at_k(nb.ids, exact), abs=0.05)  # sample vs all
@@ -164,7 +170,7 @@ def test_ivf_recall(rng: np.random.Generator) -> None:
 def test_missing_neighbours_are_minus_one_with_minus_inf(rng: np.random.Generator) -> None:
     # 64 lists over 80 points, one probed: most lists hold fewer than k = 8 points
     emb = unit(rng.standard_normal((80, 16)))
-    index = build_index(emb, IndexConfig(type="ivf", nlist=64, nprobe=1, train_size=80))
+    index = build_index(emb, replace(BASE, type="ivf", nlist=64, nprobe=1, train_size=80))
     ids, sims = search_index(index, emb, k=8)
     missing = ids < 0
     assert missing.any()
@@ -181,10 +187,10 @@ def test_recall_at_k_counts_missing_as_miss() -> None:
 
 def test_hnsw_builds_and_finds_self(rng: np.random.Generator) -> None:
     emb = unit(rng.standard_normal((300, 16)))
-    ids, _ = search_index(build_index(emb, IndexConfig(type="hnsw", hnsw_m=8, ef_search=32)), emb, k=4)
+    ids, _ = search_index(build_index(emb, replace(BASE, type="hnsw", hnsw_m=8, ef_search=32)), emb, k=4)
     assert (ids[:, 0] == np.arange(300)).mean() > 0.95
 
 
 def test_ivf_nlist_above_n_is_an_error(rng: np.random.Generator) -> None:
     with pytest.raises(ValueError, match="nlist"):
-        build_index(unit(rng.standard_normal((10, 4))), IndexConfig(type="ivf", nlist=32))
+        build_index(unit(rng.standard_normal((10, 4))), replace(BASE, type="ivf", nlist=32))

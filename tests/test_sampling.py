@@ -1,4 +1,4 @@
-"""Training-time concept sampling matches its definition (method.md §4)."""
+"""Training-time concept sampling matches its definition (docs/method.md §6)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cocu.concepts.config import SamplingConfig
 from cocu.concepts.sampling import (
     cluster_probabilities,
     sample_cluster,
-    sample_concepts,
     sample_topk,
     sample_uniform,
 )
@@ -76,10 +74,3 @@ def test_uniform_fewer_than_k() -> None:
     rng = np.random.default_rng(0)
     assert sorted(sample_uniform(["a", "b"], 3, rng)) == ["a", "b"]
     assert sample_uniform([], 3, rng) == []
-
-
-def test_dispatch() -> None:
-    rng = np.random.default_rng(0)
-    assert sample_concepts(SamplingConfig("topk", 2), CONCEPTS, SCORES, CLUSTERS, rng) == ["dog", "grass"]
-    assert len(sample_concepts(SamplingConfig("cluster", 4), CONCEPTS, SCORES, CLUSTERS, rng)) == 4
-    assert len(set(sample_concepts(SamplingConfig("uniform", 4), CONCEPTS, SCORES, CLUSTERS, rng))) == 4

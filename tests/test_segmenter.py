@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cocu.config import ConfigError, from_dict
-from cocu.eval.config import EvalConfig, ProtocolCard
+from cocu.config import ConfigError, EvalConfig, ProtocolCard, from_dict
 from cocu.eval.protocol import (IMAGENET_TEMPLATES, OFFICIAL_CARDS, SYNTHETIC_CARDS, card_text,
                                 cards_as_params, protocol_deviations, templates_for)
 from cocu.eval.readers import open_benchmark
@@ -63,7 +62,8 @@ class OracleModel:
 
 def _card(**kw) -> ProtocolCard:
     base = dict(reader="synthetic", root="bench", has_background=True, bg_thresh=0.95, resize=None, crop=64,
-                stride=32)
+                stride=32, class_names=None, long_side_cap=None, max_long_side=2048, templates="single",
+                ignore_index=255, num_images=None)
     return ProtocolCard(**{**base, **kw})
 
 
@@ -302,7 +302,7 @@ def test_benchmark_text_embeddings_use_card_templates(tmp_path):
 
 
 def test_official_cards_follow_method_table():
-    table = {  # method.md §7: background threshold, resize, crop, stride
+    table = {  # docs/protocol.md §2: background threshold, resize, crop, stride
         "voc": (0.95, 448, 448, 224), "context": (0.35, 448, 448, 224), "coco_object": (0.95, 448, 448, 224),
         "imagenet_s50": (0.95, 448, 448, 224), "imagenet_s300": (0.75, 448, 448, 224),
         "cityscapes": (None, None, 448, 224), "ade20k": (None, 512, 224, 112),
@@ -347,7 +347,8 @@ def test_card_validation():
 
 
 def test_cards_load_strictly_from_params_mapping():
-    raw = {"benchmarks": cards_as_params({**OFFICIAL_CARDS, **SYNTHETIC_CARDS}), "active": ["synth_things"]}
+    raw = {"benchmarks": cards_as_params({**OFFICIAL_CARDS, **SYNTHETIC_CARDS}), "active": ["synth_things"],
+           "overlays": 4, "threads": 1}
     cfg = from_dict(EvalConfig, raw)
     assert cfg.benchmarks == {**OFFICIAL_CARDS, **SYNTHETIC_CARDS}
     assert protocol_deviations("voc", cfg.benchmarks["voc"]) == []
@@ -356,13 +357,13 @@ def test_cards_load_strictly_from_params_mapping():
     bad = {**raw, "benchmarks": {"voc": {**raw["benchmarks"]["voc"], "bg_treshold": 0.9}}}
     with pytest.raises(ConfigError, match="bg_treshold"):
         from_dict(EvalConfig, bad)
-    with pytest.raises(ValueError, match="unknown benchmark"):
+    with pytest.raises(ValueError, match="names no entry of benchmarks"):
         from_dict(EvalConfig, {**raw, "active": ["nope"]})
 
 
 def test_contract_with_the_tiny_groupvit():
     """The real (untrained) tiny model satisfies the contract segment() relies on."""
-    from cocu.models.config import tiny_model_config
+    from cocu.config import tiny_model_config
     from cocu.models.factory import build_model
 
     torch.manual_seed(0)

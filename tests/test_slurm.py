@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +20,7 @@ import pytest
 
 from cocu.config import LauncherConfig
 from cocu.launch.executor import CheckpointableTask, JobFailed, map_shards, run_job, submit_job, wait_for
+from tests.conftest import BASE_TRAIN, LOCAL_LAUNCHER
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,8 +39,8 @@ pytestmark = [
 ]
 
 # 1 CPU per task so two jobs fit on a 2-core CI node; timeout_min*60 > signal_delay_s + 30 (gotcha 1)
-SLURM = LauncherConfig(cluster="slurm", partition=os.environ.get("COCU_SLURM_PARTITION", "debug"),
-                       cpus_per_task=1, mem_gb=1, timeout_min=5, signal_delay_s=30, max_requeues=3)
+SLURM = replace(LOCAL_LAUNCHER, cluster="slurm", partition=os.environ.get("COCU_SLURM_PARTITION", "debug"),
+                cpus_per_task=1, mem_gb=1, timeout_min=5, signal_delay_s=30, max_requeues=3)
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED"}
 
 
@@ -101,7 +102,7 @@ def test_job_completes_in_sacct_and_streams_its_log(tmp_path: Path, caplog: pyte
 def test_preempted_job_requeues_and_resumes(tmp_path: Path) -> None:
     task = Accumulate(steps=8, step_s=0.5)
     reference = run_job(CheckpointableTask(Accumulate(steps=8), tmp_path / "ref"),
-                        cfg=LauncherConfig(cluster="local"), name="ref")
+                        cfg=LOCAL_LAUNCHER, name="ref")
     run_dir = tmp_path / "run"
     job = submit_job(CheckpointableTask(task, run_dir), cfg=SLURM, name="ckpt", folder=tmp_path / "jobs")
     deadline = time.monotonic() + 60
@@ -154,8 +155,8 @@ from cocu.launch.executor import run_job
 from stagefns import train_step
 
 logging.basicConfig(level=logging.INFO)
-cfg = LauncherConfig(cluster="slurm", partition=sys.argv[2], cpus_per_task=1, mem_gb=1, timeout_min=5,
-                     signal_delay_s=30)
+cfg = LauncherConfig(cluster="slurm", partition=sys.argv[2], nodes=1, gpus_per_node=0, cpus_per_task=1, mem_gb=1,
+                     timeout_min=5, signal_delay_s=30, max_requeues=3, folder="logs/submitit", extra_sbatch={})
 run_job(train_step, 17, cfg=cfg, name="failing", folder=sys.argv[1], poll_s=0.2)
 """
 
@@ -236,17 +237,16 @@ class TinyPretrain:
     def __call__(self, run_dir: Path):  # -> cocu.training.loop.TrainResult
         import torch
 
+        from cocu.config import tiny_model_config
         from cocu.launch.device import resolve_device
         from cocu.launch.jobs import distributed_env
-        from cocu.models.config import tiny_model_config
         from cocu.models.factory import build_model
         from cocu.training.batches import InMemoryBatches, random_pairs
-        from cocu.training.config import TrainConfig
         from cocu.training.loop import train
 
         torch.set_num_threads(1)
-        cfg = TrainConfig(batch_size=4, epochs=1, warmup_epochs=0, steps=self.steps, warmup_steps=1,
-                          checkpoint_every=self.checkpoint_every, log_every=2, num_prompts=2, amp=False)
+        cfg = replace(BASE_TRAIN, batch_size=4, epochs=1, warmup_epochs=0, steps=self.steps, warmup_steps=1,
+                      checkpoint_every=self.checkpoint_every, log_every=2, num_prompts=2, amp=False)
         model_cfg = tiny_model_config()
         torch.manual_seed(0)
         model = build_model(model_cfg)
@@ -272,7 +272,7 @@ def test_preempted_pretraining_resumes_to_the_same_weights(tmp_path: Path) -> No
     from cocu.training.checkpoint import load_checkpoint
 
     task = TinyPretrain(steps=8, checkpoint_every=2)
-    local = LauncherConfig(cluster="local")
+    local = LOCAL_LAUNCHER
     reference = run_job(CheckpointableTask(task, tmp_path / "ref"), cfg=local, name="ref")
     run_dir = tmp_path / "run"
     job = submit_job(CheckpointableTask(task, run_dir), cfg=SLURM, name="pretrain", folder=tmp_path / "jobs")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from cocu.clip.config import TeacherConfig
+from cocu.config import TeacherConfig
 from cocu.clip.model import load_clip
 from cocu.clip.teacher import (
     QualityProbe,
@@ -23,7 +24,9 @@ from cocu.clip.teacher import (
 from cocu.data.shards import iter_samples
 from tests.test_clip_model import TINY, make_shards
 
-CFG = TeacherConfig(epochs=2, batch_size=32, lr=1e-3, warmup_steps=1, holdout_fraction=0.1, threads=1, log_every=1)
+CFG = TeacherConfig(epochs=2, batch_size=32, lr=1e-3, weight_decay=0.1, warmup_steps=1, beta2=0.98, crop_scale_min=0.7,
+                    crop_ratio_max=1.25, hflip=0.5, color_jitter=0.0, holdout_fraction=0.1, eval_batch_size=256, seed=0,
+                    threads=1, log_every=1)
 
 
 def _images(b: int = 4, s: int = 8) -> torch.Tensor:
@@ -33,16 +36,16 @@ def _images(b: int = 4, s: int = 8) -> torch.Tensor:
 def test_augment_identity_flip_and_determinism() -> None:
     x = _images()
     unit = x.permute(0, 3, 1, 2).float() / 255
-    ident = TeacherConfig(epochs=1, batch_size=1, lr=1.0, crop_scale_min=1.0, crop_ratio_max=1.0, hflip=0.0)
+    ident = replace(CFG, epochs=1, batch_size=1, lr=1.0, crop_scale_min=1.0, crop_ratio_max=1.0, hflip=0.0)
     torch.testing.assert_close(augment(x, ident, torch.Generator().manual_seed(0)), unit, atol=1e-5, rtol=0)
-    flip = TeacherConfig(epochs=1, batch_size=1, lr=1.0, crop_scale_min=1.0, crop_ratio_max=1.0, hflip=1.0)
+    flip = replace(ident, hflip=1.0)
     torch.testing.assert_close(augment(x, flip, torch.Generator().manual_seed(0)), unit.flip(-1), atol=1e-5, rtol=0)
     a = augment(x, CFG, torch.Generator().manual_seed(3))
     b = augment(x, CFG, torch.Generator().manual_seed(3))
     assert a.shape == (4, 3, 8, 8) and torch.equal(a, b)
     assert float(a.min()) >= 0 and float(a.max()) <= 1
     assert not torch.allclose(a, unit)  # crops differ from the input
-    jit = TeacherConfig(epochs=1, batch_size=1, lr=1.0, color_jitter=0.3)
+    jit = replace(CFG, epochs=1, batch_size=1, lr=1.0, color_jitter=0.3)
     j = augment(x, jit, torch.Generator().manual_seed(0))
     assert float(j.min()) >= 0 and float(j.max()) <= 1
 

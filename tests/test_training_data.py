@@ -18,11 +18,13 @@ from cocu.data.manifest import index_shards
 from cocu.data.shards import RawSample, SkipCounter, encode_jpeg, list_shards, write_shards
 from cocu.training.augment import NUM_UNIFORMS, augment, color_jitter, crop_boxes, erase_boxes
 from cocu.training.data import PretrainData, TokenCache, plan_split, read_tar, shard_images
-from cocu.training.data_config import DataConfig
+from cocu.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 
 T = 8  # context length of the stand-in tokenizer
 K = 2
-TINY = DataConfig(shuffle_buffer=16, workers=0, crop_scale=(0.5, 1.0), color_jitter=0.4, random_erasing=0.25)
+TINY = DataConfig(shuffle_buffer=16, workers=0, split="auto", crop_scale=(0.5, 1.0), crop_ratio=(0.75, 4 / 3),
+                  interpolation="bicubic", flip=True, color_jitter=0.4, random_erasing=0.25, mean=IMAGENET_MEAN,
+                  std=IMAGENET_STD, token_cache=200_000, prefetch=2)
 
 
 def fake_tokenizer(texts: list[str]) -> torch.Tensor:
@@ -216,8 +218,8 @@ def test_prompts_are_seeded_per_epoch_and_key(corpus):
 def test_identity_crop_reproduces_the_image():
     images = [torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8) for _ in range(3)]
     u = np.random.default_rng(0).random((3, NUM_UNIFORMS))
-    cfg = DataConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, color_jitter=0.0,
-                     mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    cfg = replace(TINY, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, color_jitter=0.0,
+                  mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     out = augment(images, u, cfg, 20)
     torch.testing.assert_close(out, torch.stack(images).float() / 255, atol=1e-5, rtol=0)
     bilinear = augment(images, u, replace(cfg, interpolation="bilinear"), 20)

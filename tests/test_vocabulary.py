@@ -1,4 +1,4 @@
-"""Vocabulary: normalisation, plurals (inflect), n-gram matching, synonyms (method.md §1)."""
+"""Vocabulary: normalisation, plurals (inflect), n-gram matching, synonyms (docs/method.md §1)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from cocu.concepts.config import VocabularyConfig
+from cocu.config import VocabularyConfig
 from cocu.concepts.vocabulary import Vocabulary, pluralize_last_word, tokenize
 
+OFFICIAL = VocabularyConfig(plural=True, max_ngram=4)  # the method's settings
 CONCEPTS = ["Traffic Cone", "cat", "cattle", "grass", "person", "traffic light pole", "light", "cat"]
 
 
 @pytest.fixture
 def vocab() -> Vocabulary:
-    return Vocabulary(CONCEPTS, synonyms={"kitty": "cat"})
+    return Vocabulary(CONCEPTS, synonyms={"kitty": "cat"}, cfg=OFFICIAL)
 
 
 def test_concepts_are_lower_cased_and_deduplicated(vocab: Vocabulary) -> None:
@@ -52,39 +53,39 @@ def test_extract_many_and_ids(vocab: Vocabulary) -> None:
 
 
 def test_ngram_limit() -> None:
-    vocab = Vocabulary(["big red fire truck", "big red fire truck door"], cfg=VocabularyConfig(max_ngram=4))
+    vocab = Vocabulary(["big red fire truck", "big red fire truck door"], cfg=OFFICIAL)
     assert vocab.extract("the big red fire truck door") == ("big red fire truck",)
 
 
 def test_plural_off() -> None:
-    vocab = Vocabulary(["cat"], cfg=VocabularyConfig(plural=False))
+    vocab = Vocabulary(["cat"], cfg=VocabularyConfig(plural=False, max_ngram=4))
     assert vocab.extract("cats and a cat") == ("cat",)
     assert "cats" not in vocab.surface
 
 
 def test_concept_wins_over_generated_plural() -> None:
-    vocab = Vocabulary(["glass", "glasses"])
+    vocab = Vocabulary(["glass", "glasses"], cfg=OFFICIAL)
     assert vocab.extract("glasses") == ("glasses",)
 
 
 def test_from_file(tmp_path: Path) -> None:
     path = tmp_path / "concepts.txt"
     path.write_text("# a comment\nDog\n\ndog\nhot dog\n")
-    vocab = Vocabulary.from_file(path, synonyms={"puppy": "dog"})
+    vocab = Vocabulary.from_file(path, synonyms={"puppy": "dog"}, cfg=OFFICIAL)
     assert vocab.concepts == ("dog", "hot dog")
     assert vocab.extract("two hot dogs and a puppy") == ("hot dog", "dog")
     with pytest.raises(FileNotFoundError, match="missing.txt"):
-        Vocabulary.from_file(tmp_path / "missing.txt")
+        Vocabulary.from_file(tmp_path / "missing.txt", cfg=OFFICIAL)
 
 
 def test_bad_synonym() -> None:
     with pytest.raises(ValueError, match="not in the vocabulary"):
-        Vocabulary(["cat"], synonyms={"kitty": "feline"})
+        Vocabulary(["cat"], synonyms={"kitty": "feline"}, cfg=OFFICIAL)
 
 
 def test_synonym_lines_fold_into_their_concept() -> None:
     synonyms = {"lawn": "grass", "cone": "traffic cone"}
-    vocab = Vocabulary(["cone", "lawn", "grass", "traffic cone"], synonyms=synonyms)
+    vocab = Vocabulary(["cone", "lawn", "grass", "traffic cone"], synonyms=synonyms, cfg=OFFICIAL)
     assert vocab.concepts == ("grass", "traffic cone")
     assert vocab.extract("Two cones on a lawn next to a traffic cone") == ("traffic cone", "grass")
 
@@ -94,7 +95,7 @@ def test_synthetic_world_forms_map_to_canonical_names() -> None:
     from cocu.data.captions import plural
 
     synonyms = {s: c.name for c in world.CONCEPTS for s in c.synonyms}
-    vocab = Vocabulary(world.vocabulary(), synonyms=synonyms)
+    vocab = Vocabulary(world.vocabulary(), synonyms=synonyms, cfg=OFFICIAL)
     assert sorted(vocab.concepts) == sorted(world.concept_names())
     for c in world.CONCEPTS:
         for form in (c.name, *c.synonyms):

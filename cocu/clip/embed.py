@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cocu.clip.config import ClipConfig, EmbedConfig
+from cocu.config import ClipConfig, EmbedConfig
 from cocu.clip.model import load_clip
 from cocu.clip.teacher import SampleLike
 

@@ -15,7 +15,7 @@ import open_clip  # noqa: E402
 import torch  # noqa: E402
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg  # noqa: E402
 
-from cocu.clip.config import ClipConfig  # noqa: E402
+from cocu.config import ClipConfig  # noqa: E402
 from cocu.tracking.run_info import sha256_file  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)

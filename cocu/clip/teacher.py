@@ -22,7 +22,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from cocu.clip.config import ClipConfig, TeacherConfig
+from cocu.config import ClipConfig, TeacherConfig
 from cocu.clip.model import image_norm, load_clip, save_weights
 from cocu.clip.quality import teacher_quality
 

@@ -1,1 +1,1 @@
-"""Concept curation (method.md §1-4): vocabulary, neighbour search, archives, sampling, metrics."""
+"""Concept curation (docs/method.md §1-6, §11): vocabulary, neighbour search, archives, sampling, metrics."""

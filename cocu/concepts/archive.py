@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from cocu.concepts.config import CurationConfig
+from cocu.config import CurationConfig
 from cocu.concepts.curation import CSR, ArchiveBatch, curate_all, substring_relation
 from cocu.provenance import source_digest
 

@@ -9,7 +9,7 @@ from cocu.concepts.curation import CSR
 from cocu.concepts.metrics import names_to_csr
 from cocu.data import world
 from cocu.data.manifest import GROUND_TRUTH_COLUMNS, read_ground_truth
-from cocu.eval.config import ProtocolCard
+from cocu.config import ProtocolCard
 from cocu.eval.readers import shipped_class_names
 
 

@@ -1,4 +1,4 @@
-"""Batched k-means over the concept embeddings of many archives at once (method.md §4).
+"""Batched k-means over the concept embeddings of many archives at once (docs/method.md §4).
 
 Each archive, given by the Gram matrix of its concept embeddings (a padded row of a [B, A, A]
 tensor with a [B, A] mask: k-means needs nothing else), gets its own k-means with

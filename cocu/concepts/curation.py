@@ -1,4 +1,4 @@
-"""Vision-driven expansion and text-to-vision-guided ranking, batched over anchors (method.md §2-3).
+"""Vision-driven expansion and text-to-vision-guided ranking, batched over anchors (docs/method.md §2-3).
 
 For anchor a with neighbours N(a) (its own row normally first), the archive A(a) is the union of
 the neighbours' caption concepts; each concept c gets
@@ -12,7 +12,7 @@ order, then caption order). Quirk 2 of the official code (the anchor counted twi
 it is its own neighbour and names c) holds by construction. Guard for quirk 3: M = 0 happens only
 when every similarity is <= 0; the g/M term is then undefined and is dropped (score = l). A
 missing neighbour (id -1, quirk 4) is ignored. Scores are unbounded: mean(S_c) = 0 gives +-inf
-(NaN if g = 0 too, ranked last), as in the official formula.
+(NaN if g = 0 too, ranked last), as in the official formula. Quirks: docs/method.md §10.
 
 Everything is vectorised over a batch of anchors: caption concepts are CSR arrays of vocabulary
 ids, archives are padded [B, A] arrays, and scores come from batched matrix products.
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from cocu.concepts.clustering import cluster_archives
-from cocu.concepts.config import CurationConfig
+from cocu.config import CurationConfig
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class ArchiveBatch:
 
 
 def substring_relation(concepts: Sequence[str]) -> np.ndarray:
-    """[V, V] bool, rel[x, y] = concept x is a substring of concept y (method.md §1 quirk 1).
+    """[V, V] bool, rel[x, y] = concept x is a substring of concept y (docs/method.md §10, quirk 1).
 
     With concepts free of ", " this reproduces the official membership test
     `c in ", ".join(concepts(t_j))` as: any concept y of t_j with rel[c, y].
@@ -95,7 +95,7 @@ def score_concepts(
     present: np.ndarray,  # [B, A, L] bool, j is a reference image of c (c among concepts(t_j))
     amask: np.ndarray,  # [B, A] bool, real archive entries
 ) -> tuple[np.ndarray, np.ndarray]:  # score [B, A], M [B]
-    """The official score g / M + l of method.md §3 for padded archives (M = 0: g / M dropped)."""
+    """The official score g / M + l of docs/method.md §3 for padded archives (M = 0: g / M dropped)."""
     mean = (np.where(present, s_ref, 0.0).sum(-1) + g) / (present.sum(-1) + 1)  # mean(S_c), anchor last
     s_max = np.maximum(np.where(present, s_ref, -np.inf).max(-1, initial=-np.inf), g)  # max(S_c)
     m = np.maximum(0.0, np.where(amask, s_max, -np.inf).max(-1, initial=-np.inf))  # running max from 0.0
@@ -151,7 +151,7 @@ def curate_batch(
         t, a = np.nonzero(hit)
         present[tb[t], a, tj[t]] = True
 
-    # --- ranking (method.md §3)
+    # --- ranking (docs/method.md §3)
     dtype = np.result_type(images, concept_emb, np.float32)
     emb = torch.from_numpy(concept_emb[arch.clip(0)].astype(dtype, copy=False))  # [B, A, D] u_c
     # one product for anchor and neighbours, so that u_c.v_a is bit-identical to u_c.v_j when the

@@ -1,4 +1,4 @@
-"""Curation metrics (DESIGN §6): archive sizes, rewrite rate, ground-truth recovery, leakage audit.
+"""Curation metrics (docs/method.md §11): archive sizes, rewrite rate, ground-truth recovery, leakage audit.
 
 All counts are micro-averaged (summed over pairs, then divided) and additive over shards, so
 `curation_metrics` streams the archive shards. Sets per pair are CSR rows of concept ids; a

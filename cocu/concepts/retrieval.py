@@ -1,4 +1,4 @@
-"""Image->image neighbour search over unit-norm embeddings (method.md §2; the `index` stage).
+"""Image->image neighbour search over unit-norm embeddings (docs/method.md §2; the `index` stage).
 
 The `flat` index is exact search. On the CPU it is `exact_self_knn`: the curation search is a
 self-search (every image against all images), and the similarity matrix X X^T is symmetric, so
@@ -14,7 +14,7 @@ approximate indexes (`ivf`, `hnsw`) are measured against (`recall_at_k` on a sam
 every exact result are sorted by similarity descending, ties by id ascending.
 
 Missing neighbours: an approximate index may return fewer than k results (id -1; the official
-code silently read -1 as the last row, method.md §1 quirk 4). Here a missing neighbour keeps id -1
+code silently read -1 as the last row, docs/method.md §10, quirk 4). Here a missing neighbour keeps id -1
 with similarity -inf, at the end of its row; curation masks these out (the archive is built from
 the valid neighbours only) and the stage counts them.
 """
@@ -28,7 +28,7 @@ import faiss
 import numpy as np
 import torch
 
-from cocu.concepts.config import IndexConfig
+from cocu.config import IndexConfig
 
 log = logging.getLogger(__name__)
 

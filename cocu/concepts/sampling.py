@@ -1,4 +1,4 @@
-"""Training-time choice of K concepts from a stored archive (method.md §4-5).
+"""Training-time choice of K concepts from a stored archive (docs/method.md §6).
 
 Pure functions with an explicit `np.random.Generator`. Each returns at most k concept strings;
 with fewer available it returns what there is and the caller pads with the caption.
@@ -6,9 +6,9 @@ with fewer available it returns what there is and the caller pads with the capti
 - `sample_topk`: the official code's default, the top-k by score, deterministic.
 - `sample_cluster`: the paper's cluster-guided sampling, k draws with replacement:
   cluster ~ softmax over clusters of the mean score in the cluster, then concept ~ softmax of
-  the scores inside the drawn cluster. The same concept can be drawn twice (as in method.md §4).
+  the scores inside the drawn cluster. The same concept can be drawn twice (docs/method.md §6).
 - `sample_uniform`: the expansion-only ablation, k concepts uniformly *without* replacement
-  (like the baseline's caption nouns, method.md §5), so no concept repeats.
+  (like the baseline's caption nouns, docs/method.md §7), so no concept repeats.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from cocu.concepts.config import SamplingConfig
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -46,7 +44,7 @@ def sample_cluster(
     k: int,
     rng: np.random.Generator,
 ) -> list[str]:
-    """k cluster-guided draws with replacement (paper, method.md §4); [] for an empty archive.
+    """k cluster-guided draws with replacement (paper, docs/method.md §6); [] for an empty archive.
 
     The concept inside each drawn cluster is sampled by the Gumbel-max trick, which is exactly
     a draw from the softmax of the member scores, for all k draws at once.
@@ -66,19 +64,3 @@ def sample_uniform(concepts: Sequence[str], k: int, rng: np.random.Generator) ->
     pick = rng.choice(len(concepts), size=min(k, len(concepts)), replace=False)
     return [concepts[i] for i in pick]
 
-
-def sample_concepts(
-    cfg: SamplingConfig,
-    concepts: Sequence[str],
-    scores: Sequence[float],
-    clusters: Sequence[int],
-    rng: np.random.Generator,
-) -> list[str]:
-    """Dispatch on `cfg.method` (topk | cluster | uniform) with k = `cfg.num_concepts`."""
-    if cfg.method == "topk":
-        return sample_topk(concepts, scores, cfg.num_concepts)
-    if cfg.method == "cluster":
-        return sample_cluster(concepts, scores, clusters, cfg.num_concepts, rng)
-    if cfg.method == "uniform":
-        return sample_uniform(concepts, cfg.num_concepts, rng)
-    raise ValueError(f"unknown sampling method {cfg.method!r} (topk | cluster | uniform)")

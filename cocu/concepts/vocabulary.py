@@ -1,4 +1,4 @@
-"""The concept vocabulary and caption-concept extraction (method.md §1, DESIGN §6).
+"""The concept vocabulary and caption-concept extraction (docs/method.md §1).
 
 A caption's concepts are the lower-cased 1- to 4-grams of its tokens that are vocabulary strings,
 de-duplicated in reading order (by start token, shorter n-gram first). Matchable strings are the
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 
-from cocu.concepts.config import VocabularyConfig
+from cocu.config import VocabularyConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ class Vocabulary:
         self,
         concepts: Sequence[str],
         synonyms: Mapping[str, str] | None = None,
-        cfg: VocabularyConfig = VocabularyConfig(),
+        *,
+        cfg: VocabularyConfig,
     ) -> None:
         syn = {normalize(k): normalize(v) for k, v in (synonyms or {}).items()}
         syn = {k: v for k, v in syn.items() if k != v}
@@ -96,14 +97,15 @@ class Vocabulary:
         cls,
         path: Path | str,
         synonyms: Mapping[str, str] | None = None,
-        cfg: VocabularyConfig = VocabularyConfig(),
+        *,
+        cfg: VocabularyConfig,
     ) -> Vocabulary:
         """One concept per line (blank lines and lines starting with `#` are skipped)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"concept list not found: {path}")
         lines = path.read_text(encoding="utf-8").splitlines()
-        return cls([ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")], synonyms, cfg)
+        return cls([ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")], synonyms, cfg=cfg)
 
     def __len__(self) -> int:
         return len(self.concepts)
@@ -161,6 +163,6 @@ def load_synonyms(path: Path | str | None) -> dict[str, str] | None:
 
 
 def load_vocabulary(concepts_path: Path | str, synonyms_path: Path | str | None,
-                    cfg: VocabularyConfig = VocabularyConfig()) -> Vocabulary:
+                    cfg: VocabularyConfig) -> Vocabulary:
     """The vocabulary the stages share: `paths.vocabulary` + `paths.synonyms` + the `vocabulary` section."""
-    return Vocabulary.from_file(concepts_path, load_synonyms(synonyms_path), cfg)
+    return Vocabulary.from_file(concepts_path, load_synonyms(synonyms_path), cfg=cfg)

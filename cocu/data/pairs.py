@@ -66,7 +66,8 @@ def build_synthetic_corpus(
     samples = tqdm(_world_samples(cfg, n, stream, truth), total=n, desc=f"{stream}: generate", unit="pair",
                    mininterval=2.0)
     shards = write_shards(samples, shards_dir, cfg.shard_size)
-    stats = index_corpus(shards, PairsConfig(source="synthetic"), manifest_path, name=stream,
+    written = PairsConfig(source="synthetic", shards_glob=None, caption_key="txt", image_keys=("jpg",))  # write_shards' keys
+    stats = index_corpus(shards, written, manifest_path, name=stream,
                          ground_truth=pd.DataFrame(truth, columns=["key", *manifest.GROUND_TRUTH_COLUMNS]))
     stats.written = n
     stats.seconds = time.perf_counter() - start

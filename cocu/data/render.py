@@ -4,7 +4,7 @@ Pure numpy over coordinate grids, no per-pixel Python loops. Coordinates are nor
 [0, 1) so that a scene looks the same at any image size; a thing is drawn in its local frame
 (u right, v down, unit radius) after scale, rotation, aspect jitter and mirroring.
 
-Design rule (DESIGN §5): neither shape nor colour identifies a thing alone. Things share
+Design rule (docs/world.md §2): neither shape nor colour identifies a thing alone. Things share
 silhouettes (disc: ball, apple, clock; square: box, window; triangle: tent, traffic cone; ring:
 donut, tire) and colour families (red: ball, apple, kite, starfish, car; orange: tent, traffic
 cone, starfish, fish; blue: ball, fish, car; yellow: kite, banana, car; green: apple, tent; pink:

@@ -2,7 +2,7 @@
 
 `IMAGENET_TEMPLATES` is the public list of CLIP's prompt-engineering notebook (Radford et al.,
 2021), in its order. Pre-training wraps each sampled concept in a random one of them
-(method.md §5); zero-shot evaluation averages the text embeddings of a class over all of them.
+(docs/method.md §7); zero-shot evaluation averages the text embeddings of a class over all of them.
 Each contains `{}` exactly once: `template.format(concept)`.
 """
 

@@ -1,4 +1,4 @@
-"""The synthetic world (DESIGN §5): seeded image-caption pairs with hidden ground truth.
+"""The synthetic world (docs/world.md): seeded image-caption pairs with hidden ground truth.
 
 Each sample is a 64x64 (configurable) scene of 2-6 concepts: textured stuff bands (sky, grass,
 water, ...) and occluding things (ball, car, kite, ...), with a per-pixel label map and a

@@ -72,7 +72,7 @@ COCO_THING_IDS = tuple(i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 
 COCO_STUFF_IDS = tuple(range(92, 183))
 COCO_STUFF_LUT = _lut(256, {**{k - 1: i for i, k in enumerate(COCO_THING_IDS + COCO_STUFF_IDS)},
                             IGNORE: IGNORE})
-# COCO-Object (GroupViT): things -> 1..80, stuff AND unlabelled -> 0 background (method.md §7)
+# COCO-Object (GroupViT): things -> 1..80, stuff AND unlabelled -> 0 background (docs/protocol.md §5)
 COCO_OBJECT_LUT = _lut(256, {**{k - 1: 0 for k in COCO_STUFF_IDS},
                              **{k - 1: i + 1 for i, k in enumerate(COCO_THING_IDS)}, IGNORE: 0})
 

@@ -15,13 +15,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from cocu.config import from_dict
-from cocu.eval.config import ProtocolCard
+from cocu.config import ModelConfig, ProtocolCard, from_dict
 from cocu.eval.protocol import card_text, protocol_deviations, templates_for
 from cocu.eval.readers import open_benchmark
 from cocu.eval.runner import benchmark_text_embeddings, evaluate_benchmark
 from cocu.eval.segmenter import class_embeddings, segment
-from cocu.models.config import ModelConfig
 from cocu.models.factory import build_model
 from cocu.models.text import build_tokenizer
 from cocu.training.checkpoint import load_model_state, sha256_file

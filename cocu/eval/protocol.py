@@ -1,4 +1,4 @@
-"""The zero-shot segmentation protocol per benchmark (method.md §7): reference cards and templates.
+"""The zero-shot segmentation protocol per benchmark (docs/protocol.md §2): reference cards and templates.
 
 `params.yaml` (`eval.benchmarks`) is the single source of the cards a run uses; `OFFICIAL_CARDS`
 restates the published protocol so that a deviating card is flagged beside its result
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 from typing import Optional
 
-from cocu.eval.config import ProtocolCard
+from cocu.config import ProtocolCard
 
 from cocu.data.templates import IMAGENET_TEMPLATES, SINGLE_TEMPLATE  # noqa: E402 (one list for training and eval)
 
@@ -22,19 +22,25 @@ def templates_for(card: ProtocolCard) -> tuple[str, ...]:
     return TEMPLATE_SETS[card.templates]
 
 
-def _fg(reader: str, root: str, names: str, thresh: float, **kw: object) -> ProtocolCard:
+# what every published card shares: mmseg's long-side cap, one template, label 255 ignored, all images
+_COMMON: dict[str, object] = {"max_long_side": 2048, "templates": "single", "ignore_index": 255, "num_images": None,
+                              "long_side_cap": None}
+
+
+def _fg(reader: str, root: str, names: Optional[str], thresh: float, **kw: object) -> ProtocolCard:
     """A with-background card at GroupViT's 448 / 448 / 224 setting."""
-    kw = {"resize": 448, "crop": 448, "stride": 224, **kw}
+    kw = {**_COMMON, "resize": 448, "crop": 448, "stride": 224, **kw}
     return ProtocolCard(reader=reader, root=root, class_names=names, has_background=True, bg_thresh=thresh,
                         **kw)
 
 
-def _nobg(reader: str, root: str, names: str, resize: Optional[int], crop: int, stride: int) -> ProtocolCard:
-    return ProtocolCard(reader=reader, root=root, class_names=names, has_background=False,
-                        resize=resize, crop=crop, stride=stride)
+def _nobg(reader: str, root: str, names: Optional[str], resize: Optional[int], crop: int,
+          stride: int) -> ProtocolCard:
+    return ProtocolCard(reader=reader, root=root, class_names=names, has_background=False, bg_thresh=None,
+                        resize=resize, crop=crop, stride=stride, **_COMMON)
 
 
-# method.md §7. ImageNet-S: images larger than 1000 x 1000 pixels are first shrunk to a long side
+# docs/protocol.md §2. ImageNet-S: images larger than 1000 x 1000 pixels are first shrunk to a long side
 # of 1000 (mmseg's ImageNet-S loader); S300 keeps the dataset's ignore id 1000 because 301
 # classes do not fit in uint8 beside 255.
 OFFICIAL_CARDS: dict[str, ProtocolCard] = {
@@ -56,12 +62,9 @@ OFFICIAL_CARDS: dict[str, ProtocolCard] = {
 # matters if the world is rendered larger than the training size. Class names come from the
 # benchmark folder. synth_things keeps VOC's background protocol and threshold (not tuned).
 SYNTHETIC_CARDS: dict[str, ProtocolCard] = {
-    "synth_things": ProtocolCard(reader="synthetic", root="synth_things", has_background=True, bg_thresh=0.95,
-                                 resize=None, crop=64, stride=32),
-    "synth_stuff": ProtocolCard(reader="synthetic", root="synth_stuff", has_background=False,
-                                resize=None, crop=64, stride=32),
-    "synth_all": ProtocolCard(reader="synthetic", root="synth_all", has_background=False,
-                              resize=None, crop=64, stride=32),
+    "synth_things": _fg("synthetic", "synth_things", None, 0.95, resize=None, crop=64, stride=32),
+    "synth_stuff": _nobg("synthetic", "synth_stuff", None, None, 64, 32),
+    "synth_all": _nobg("synthetic", "synth_all", None, None, 64, 32),
 }
 
 
@@ -92,7 +95,5 @@ def protocol_deviations(name: str, card: ProtocolCard) -> list[str]:
 
 
 def cards_as_params(cards: dict[str, ProtocolCard]) -> dict[str, dict[str, object]]:
-    """Cards as the plain mapping `eval.benchmarks` holds in params.yaml (defaults left out)."""
-    defaults = {f.name: f.default for f in fields(ProtocolCard)}
-    return {name: {k: v for k, v in asdict(card).items() if k not in defaults or v != defaults[k]}
-            for name, card in cards.items()}
+    """Cards as the plain mapping `eval.benchmarks` holds in params.yaml (every field)."""
+    return {name: asdict(card) for name, card in cards.items()}

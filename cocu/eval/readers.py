@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from cocu.eval import converters as cv
-from cocu.eval.config import ProtocolCard
+from cocu.config import ProtocolCard
 
 CLASSNAMES_DIR = Path(__file__).parent / "classnames"
 EXTRACT = "python -m cocu.eval.converters extract"

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from cocu.eval.config import IMAGENET_MEAN, IMAGENET_STD
+from cocu.config import IMAGENET_MEAN, IMAGENET_STD
 from cocu.eval.metrics import SegEvaluator
 from cocu.eval.overlay import write_overlay
 from cocu.eval.protocol import card_text, templates_for

@@ -1,4 +1,4 @@
-"""GroupViT zero-shot segmentation (method.md §7), written from the paper's protocol.
+"""GroupViT zero-shot segmentation (docs/protocol.md §3-4), written from the paper's protocol.
 
 Model contract (cocu.models): `model.encode_image_groups(image [B, 3, H, W])` returns a dict with
 `group_features [B, G, C]` and `image_features [B, C]` (unit norm) and `assignment [B, G, h, w]`
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cocu.eval.config import IMAGENET_MEAN, IMAGENET_STD, ProtocolCard
+from cocu.config import IMAGENET_MEAN, IMAGENET_STD, ProtocolCard
 
 TOP_K = 5  # classes kept per image by the image-level masking (GroupViT)
 

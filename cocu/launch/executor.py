@@ -40,7 +40,7 @@ __all__ = ["CheckpointableTask", "InProcessExecutor", "JobFailed", "distributed_
 log = logging.getLogger(__name__)
 job_log = logging.getLogger("cocu.job")  # the streamed lines of a job's stdout/stderr
 R = TypeVar("R")
-SIGNAL_MARGIN_S = 30  # Slurm may send --signal up to PERIODIC_TIMEOUT (30 s) early (ecosystem.md §3.3)
+SIGNAL_MARGIN_S = 30  # Slurm may send --signal up to PERIODIC_TIMEOUT (30 s) early (slurm_up.sh gotcha 1)
 
 
 class JobFailed(RuntimeError):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cocu.models.config import ModelConfig
+from cocu.config import ModelConfig
 from cocu.models.groupvit import GroupViT, assignment_maps
 from cocu.models.heads import ProjectionHead
 from cocu.models.text import TextTransformer

@@ -6,7 +6,7 @@ from typing import Callable
 
 from torch import nn
 
-from cocu.models.config import ModelConfig, paper_model_config, tiny_model_config
+from cocu.config import ModelConfig, paper_model_config, tiny_model_config
 from cocu.models.contrastive import ContrastiveModel
 from cocu.models.layers import count_parameters
 

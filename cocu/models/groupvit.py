@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cocu.models.config import ImageEncoderConfig
+from cocu.config import ImageEncoderConfig
 from cocu.models.layers import Block, CrossBlock, Mlp, TokenMixer, init_weights
 
 ASSIGN_EPS = 1.0  # added to a group's assigned-token count so that an empty group merges to zero

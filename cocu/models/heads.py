@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from cocu.models.config import ProjectorConfig
+from cocu.config import ProjectorConfig
 from cocu.models.layers import init_weights
 
 

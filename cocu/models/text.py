@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cocu.models.config import TextEncoderConfig
+from cocu.config import TextEncoderConfig
 from cocu.models.layers import Block, init_weights
 
 

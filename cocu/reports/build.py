@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cocu.reports import comparisons, figures, inputs, mechanism, page, render, tables
-from cocu.reports.config import ReportConfig
+from cocu.config import ReportConfig
 from cocu.reports.curation import curation_table
 from cocu.reports.reference import check_mapping, load_reference
 

@@ -88,14 +88,14 @@ def benchmark_bars(summary: pd.DataFrame, benchmarks: Sequence[str], variants: S
         i = list(palette or variants).index(v) if v in (palette or variants) else len(palette) + j
         cells = [stat(summary, v, b) for b in groups]
         means = np.array([c[1] for c in cells])
-        errs = np.nan_to_num(np.array([c[2] for c in cells]), nan=0.0)
-        top = max(top, float(np.nanmax(means + errs, initial=0.0)))
+        errs = np.array([c[2] for c in cells])  # NaN with one seed: no bar is drawn (not a zero-width one)
+        top = max(top, float(np.nanmax(means + np.nan_to_num(errs), initial=0.0)))
         ax.bar(x + (j - (len(variants) - 1) / 2) * width, np.nan_to_num(means, nan=0.0), width, yerr=errs,
                capsize=2, color=_colour(i), label=variant_label(v), error_kw={"lw": 0.8})
     ax.set_xticks(x, [MEAN_LABEL if g == MEAN else g for g in groups], rotation=20, ha="right")
     ax.set_ylim(0, max(top, 1.0) * 1.3)  # headroom for the legend
     ax.set_ylabel("mIoU (x100)")
-    ax.set_title("Zero-shot segmentation: mean over seeds (error bars: std)")
+    ax.set_title("Zero-shot segmentation: mean over seeds (error bars: std over seeds; none with one seed)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncols=min(len(variants), 3))
     fig.tight_layout()

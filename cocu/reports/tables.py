@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cocu.reports.config import ReportConfig
+from cocu.config import ReportConfig
 from cocu.reports.reference import PaperNumber, PaperReference
 
 MEAN = "mean"  # pseudo-benchmark of the per-seed mean over benchmarks
@@ -267,51 +267,3 @@ def ablation_table(summary: pd.DataFrame, variants: Sequence[str], cfg: ReportCo
         "variant", "setting", MEAN_LABEL, "Δ vs baseline"]), pd.DataFrame(data, columns=[
             "variant", "setting", "num_neighbours", "n_seeds", "miou_mean", "miou_std", "delta_vs_baseline"]),
         tuple(notes), text_columns=2)
-
-
-# --------------------------------------------------------------------------------------------
-# gap closure
-
-
-def gap_closure(variant: float, baseline: float, oracle: float) -> float:
-    """(variant - baseline) / (oracle - baseline); NaN (undefined) when oracle <= baseline."""
-    gap = oracle - baseline
-    return (variant - baseline) / gap if math.isfinite(gap) and gap > 0 and math.isfinite(variant) else math.nan
-
-
-def gap_closure_table(summary: pd.DataFrame, benchmarks: Sequence[str], variants: Sequence[str],
-                      cfg: ReportConfig) -> Table:
-    """How much of the baseline-to-oracle gap each variant closes, per benchmark and overall."""
-    d = cfg.decimals
-    others = [v for v in variants if v not in ("baseline", "oracle", "cocu")]
-    candidates = (["cocu"] if "cocu" in variants else []) + others
-    title = "Gap closure on the synthetic world: (variant − baseline) / (oracle − baseline)"
-    cols = ["benchmark", "baseline", "oracle", "oracle − baseline", *[f"closure: {v}" for v in candidates]]
-    data_cols = ["benchmark", "variant", "baseline", "oracle", "gap", "miou_mean", "closure", "status"]
-    missing = [v for v in ("baseline", "oracle") if v not in variants]
-    if missing or not candidates:
-        why = (f"needs results of baseline, oracle and at least one other variant; "
-               f"missing: {', '.join(missing) or 'others'}")
-        return Table(title, pd.DataFrame(columns=cols), pd.DataFrame(columns=data_cols), (f"Not computed: {why}.",))
-    display, data = [], []
-    for b in [*benchmarks, MEAN]:
-        base, orac = stat(summary, "baseline", b)[1], stat(summary, "oracle", b)[1]
-        gap = orac - base
-        row = {"benchmark": _col(b), "baseline": _fmt(base, d), "oracle": _fmt(orac, d),
-               "oracle − baseline": _fmt(gap, d, signed=True)}
-        for v in candidates:
-            mean = stat(summary, v, b)[1]
-            ratio = gap_closure(mean, base, orac)
-            if not (math.isfinite(base) and math.isfinite(orac) and math.isfinite(mean)):
-                status, cell = "missing", "—"
-            elif not gap > 0:
-                status, cell = "undefined: oracle <= baseline", "undefined (oracle ≤ baseline)"
-            else:
-                status, cell = "ok", f"{ratio:.{d}f}"
-            row[f"closure: {v}"] = cell
-            data.append({"benchmark": b, "variant": v, "baseline": base, "oracle": orac, "gap": gap,
-                         "miou_mean": mean, "closure": ratio, "status": status})
-        display.append(row)
-    notes = ("Ratio of seed means of mIoU: 0 = no better than the baseline, 1 = as good as the oracle (trained on "
-             "the hidden ground-truth concepts). Undefined when the oracle does not beat the baseline.",)
-    return Table(title, pd.DataFrame(display, columns=cols), pd.DataFrame(data, columns=data_cols), notes)

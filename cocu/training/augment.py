@@ -1,4 +1,4 @@
-"""Image augmentation of pre-training, pure and vectorised over a batch (method.md §6).
+"""Image augmentation of pre-training, pure and vectorised over a batch (docs/method.md §9).
 
 RandomResizedCrop (torchvision's sampling), horizontal flip, colour jitter (brightness, contrast,
 saturation, as timm's `color_jitter=0.4`), normalisation and timm's RandomErasing ("pixel" mode).
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cocu.training.data_config import DataConfig
+from cocu.config import DataConfig
 
 NUM_UNIFORMS = 64  # uniforms drawn per sample (fixed, so that later draws, e.g. prompts, never shift)
 

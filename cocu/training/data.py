@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_image
 
 from cocu.training.augment import NUM_UNIFORMS, augment, erase_boxes
-from cocu.training.data_config import DataConfig
+from cocu.config import DataConfig
 from cocu.data.shards import split_member
 
 log = logging.getLogger(__name__)

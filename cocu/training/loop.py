@@ -28,7 +28,7 @@ from cocu.training.checkpoint import (
     capture_rng, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng,
     save_checkpoint, seed_everything, sha256_file,
 )
-from cocu.training.config import TrainConfig
+from cocu.config import TrainConfig
 from cocu.training.losses import GroupViTLoss
 from cocu.training.optim import build_optimizer, build_schedule, set_lr, total_batch
 from cocu.tracking.mlflow_tracker import NullTracker, Tracker

@@ -1,4 +1,4 @@
-"""GroupViT's losses (reference/method.md §5), shaped like open_clip's ClipLoss.
+"""GroupViT's losses (docs/method.md §8), shaped like open_clip's ClipLoss.
 
 Each rank scores its own rows against the columns of the global batch (features gathered from all
 ranks, differentiably, only when world_size > 1). The returned loss is the mean over this rank's

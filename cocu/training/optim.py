@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cocu.training.config import TrainConfig
+from cocu.config import TrainConfig
 
 # Parameters without weight decay besides 1-D ones (biases, LayerNorm/BatchNorm affine, the
 # scalar logit scales): the position embeddings and the learnable group tokens, which play the

@@ -1,4 +1,4 @@
-"""Text augmentation for pre-training: the caption plus K concept prompts per pair (method.md §5).
+"""Text augmentation for pre-training: the caption plus K concept prompts per pair (docs/method.md §7).
 
 Every variant returns `[caption] + K prompts`; each prompt is one concept wrapped in a random one
 of the 80 CLIP ImageNet templates, and missing prompts (fewer than K concepts available) are the

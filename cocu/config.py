@@ -41,6 +41,12 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 
+# pre-training variants (cocu/training/prompts.py makes their prompts); precision<P> is the
+# curation-precision ablation at P percent
+VARIANTS: tuple[str, ...] = ("baseline", "cocu", "ranking", "expansion", "oracle")
+PRECISION_VARIANT = re.compile(r"^precision(\d{1,3})$")
+
+
 class ConfigError(ValueError):
     """A params file does not match the typed schema; the message names the file and key."""
 
@@ -185,8 +191,10 @@ class PathsConfig(Checked):
     curate_metrics: str = spec(nonempty=True)
     runs: str = spec(nonempty=True)  # pre-training run folders (checkpoints for resume), one per variant and seed
     checkpoints: str = spec(nonempty=True)  # final model weights, one file per variant and seed
-    pretrain_metrics: str = spec(nonempty=True)  # folder: final metrics json + loss-curve csv per run
-    results: str = spec(nonempty=True)  # folder: <variant>/s<seed>/<benchmark>.json
+    pretrain_metrics: str = spec(nonempty=True)  # folder: final metrics json per run (DVC metrics)
+    pretrain_curves: str = spec(nonempty=True)  # folder: loss-curve csv per run (DVC plots)
+    results: str = spec(nonempty=True)  # folder: <variant>/s<seed>/<benchmark>.json (+ counts, examples)
+    eval_metrics: str = spec(nonempty=True)  # folder: mIoU, aAcc, mAcc per run and benchmark (DVC metrics)
     paper_numbers: str = spec(nonempty=True)  # the paper's reference numbers, each with its source
     reports: str = spec(nonempty=True)  # folder the `report` stage writes (results.md, tables/, figures/)
     mlflow_db: str = spec(nonempty=True)  # sqlite file of the embedded MLflow store, at the repo root
@@ -266,13 +274,21 @@ class LauncherConfig(Checked):
 
 @dataclass(frozen=True)
 class PretrainConfig(Checked):
-    """Which GroupViT runs the `pretrain` stage trains (a DVC matrix over variants x seeds)."""
+    """Which GroupViT runs the `pretrain` stage trains: every variant x every seed."""
 
-    # baseline | cocu | ranking | expansion | oracle (the upper bound)
-    variants: tuple[Literal["baseline", "cocu", "ranking", "expansion", "oracle"], ...] = spec(nonempty=True,
-                                                                                               unique=True)
-    seeds: tuple[int, ...] = spec(ge=0, nonempty=True, unique=True)  # one run per seed and variant; mean ± std
-    threads: int = spec(ge=0)  # torch.set_num_threads on CPU (0: leave torch's default)
+    # baseline | cocu | ranking | expansion | oracle (the upper bound) | precision<P> (P = 0-100: the
+    # curation-precision ablation, ground truth mixed with wrong concepts; synthetic world only)
+    variants: tuple[str, ...] = spec(nonempty=True, unique=True)
+    seeds: tuple[int, ...] = spec(ge=0, nonempty=True, unique=True)  # one run per seed and variant; paired by seed
+    threads: int = spec(ge=0)  # torch.set_num_threads per run on CPU (0: leave torch's default)
+    parallel: int = spec(ge=1)  # launcher.cluster local: runs trained at once, one process each
+
+    def _check(self) -> None:
+        for i, v in enumerate(self.variants):
+            m = PRECISION_VARIANT.match(v)
+            if v not in VARIANTS and not (m and 0 <= int(m.group(1)) <= 100):
+                self._fail(f"variants[{i}]", f"{v!r} is not a variant: one of {', '.join(VARIANTS)} or "
+                                             "precision<P> with P = 0-100")
 
 
 # --------------------------------------------------------------------------------------------
@@ -653,6 +669,7 @@ class ReportConfig(Checked):
 
     results_dir: str  # results/<variant>/s<seed>/<benchmark>.json, written by the `evaluate` stage
     curves_dir: str  # <variant>-s<seed>.csv training curves (step, loss, ...), written by `pretrain`
+    run_metrics_dir: str  # <variant>-s<seed>.json final metrics of each run, written by `pretrain`
     paper_numbers: str  # reference numbers with their sources (configs/paper_numbers.yaml)
     out_dir: str  # results.md, tables/, figures/ are written here
     curate_metrics: Optional[str]  # flat JSON of the `curate` stage; missing file: omitted with a note
@@ -677,7 +694,8 @@ class ReportConfig(Checked):
     def from_params(cls, params: Params) -> ReportConfig:
         paths = params.paths
         knobs = {f.name: getattr(params.report, f.name) for f in dataclasses.fields(ReportSection)}
-        return cls(results_dir=paths.results, curves_dir=paths.pretrain_metrics, paper_numbers=paths.paper_numbers,
+        return cls(results_dir=paths.results, curves_dir=paths.pretrain_curves, run_metrics_dir=paths.pretrain_metrics,
+                   paper_numbers=paths.paper_numbers,
                    out_dir=paths.reports, curate_metrics=paths.curate_metrics, teacher_metrics=paths.teacher_metrics,
                    gallery=paths.world_gallery, variants=params.pretrain.variants, seeds=params.pretrain.seeds,
                    pairs_manifest=paths.pairs_manifest, archives=paths.archives,

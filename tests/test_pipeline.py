@@ -31,15 +31,15 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
     smoke = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
     smoke.pop("run")
-    smoke["pretrain"] = {"variants": ["baseline", "cocu", "oracle"], "seeds": [0], "threads": 1}
+    smoke["pretrain"] = {"variants": ["baseline", "cocu", "oracle", "precision50"], "seeds": [0], "threads": 1,
+                         "parallel": 2}
     smoke["eval"] = {"active": ["synth_things", "synth_all"], "overlays": 2, "threads": 1}
     params_file = write_params(tmp, **smoke)
     for stage in (pairs, benchmarks, teacher, embed, index, concepts, curate):
         stage.main(params_file)
     params = load_params(params_file)
-    for variant in params.pretrain.variants:
-        pretrain.main(params_file, variant=variant, seed=0)
-        evaluate.main(params_file, variant=variant, seed=0)
+    pretrain.main(params_file)  # every run, two processes at a time
+    evaluate.main(params_file)
     report.main(params_file)
     yield params_file, params
     mp.undo()
@@ -79,7 +79,7 @@ def test_pretrain_and_results(pipeline):
     _, params = pipeline
     for variant in params.pretrain.variants:
         assert Path(params.paths.checkpoints, f"{variant}-s0.pt").is_file()
-        curve = pd.read_csv(Path(params.paths.pretrain_metrics) / f"{variant}-s0.csv")
+        curve = pd.read_csv(Path(params.paths.pretrain_curves) / f"{variant}-s0.csv")
         assert len(curve) >= 1 and np.isfinite(curve["loss"]).all()
         summary = json.loads((Path(params.paths.pretrain_metrics) / f"{variant}-s0.json").read_text())
         for bench in params.eval.active:
@@ -88,7 +88,7 @@ def test_pretrain_and_results(pipeline):
             assert result["checkpoint_sha256"] == summary["checkpoint_sha256"]
             assert result["protocol"].startswith(bench)
             assert list((Path(params.paths.results) / variant / "s0" / f"{bench}_examples").glob("*.png"))
-        metrics = json.loads((Path(params.paths.results) / variant / "s0.json").read_text())  # the DVC metrics file
+        metrics = json.loads((Path(params.paths.eval_metrics) / f"{variant}-s0.json").read_text())  # DVC metrics
         assert {b: metrics[b]["mIoU"] for b in params.eval.active} == {
             b: json.loads((Path(params.paths.results) / variant / "s0" / f"{b}.json").read_text())["mIoU"]
             for b in params.eval.active}
@@ -103,7 +103,13 @@ def test_report_numbers_equal_result_files(pipeline):
             row = table[(table["variant"] == variant) & (table["benchmark"] == bench)]
             assert len(row) == 1
             assert row["miou_mean"].iloc[0] == pytest.approx(result["mIoU"], abs=1e-9)
-    assert (Path(params.paths.reports) / "results.md").read_text().count("oracle") >= 1
+    page = (Path(params.paths.reports) / "results.md").read_text()
+    assert page.count("oracle") >= 1 and "Paired differences to the baseline" in page
+    paired = pd.read_csv(Path(params.paths.reports) / "tables" / "paired.csv")
+    assert set(paired["variant"]) == {"cocu", "oracle", "precision50"}  # every other variant vs the baseline
+    assert (Path(params.paths.reports) / "figures" / "mechanism.png").is_file()
+    dose = pd.read_csv(Path(params.paths.reports) / "tables" / "dose_response.csv")
+    assert list(dose["variant"]) == ["precision50"] and 0.0 <= dose["precision"].iloc[0] <= 1.0
 
 
 def test_segment_demo_writes_an_overlay(pipeline, tmp_path):

@@ -30,7 +30,7 @@ KNOBS = dict(paper_setting="cc3m+cc12m+yfcc14m", paper_methods={"baseline": "gro
                                "cityscapes", "ade20k", "imagenet_s50", "imagenet_s300", "voc20", "context59"),
              curve_metric="loss", decimals=2, concept_benchmark="synth_all")
 # optional inputs left out; every result file found is read (no configured variants x seeds)
-NO_FILES = dict(curate_metrics=None, teacher_metrics=None, gallery=None, variants=None, seeds=None,
+NO_FILES = dict(curate_metrics=None, teacher_metrics=None, gallery=None, variants=None, seeds=None, run_metrics_dir="m",
                 pairs_manifest=None, archives=None, num_prompts=3)
 # variant -> benchmark -> mIoU per seed (s0, s1); chosen so the gap closure is easy by hand
 MIOU = {
@@ -68,7 +68,7 @@ def make_inputs(root: Path, miou: dict = MIOU) -> ReportConfig:
                                                   "brand_new/key": 2}))
     return ReportConfig(results_dir=str(root / "results"), curves_dir=str(curves), paper_numbers=str(PAPER),
                         out_dir=str(root / "out"), curate_metrics=str(root / "curate.json"),
-                        teacher_metrics=str(root / "teacher.json"), gallery=None, variants=None, seeds=None,
+                        teacher_metrics=str(root / "teacher.json"), gallery=None, variants=None, seeds=None, run_metrics_dir=str(curves),
                         pairs_manifest=None, archives=None, num_prompts=3, **KNOBS)
 
 
@@ -230,7 +230,7 @@ def test_pipeline_main_reads_the_report_section(tmp_path: Path) -> None:
     import pipelines.report as stage
 
     cfg = make_inputs(tmp_path)
-    params = write_params(tmp_path, paths={"results": cfg.results_dir, "pretrain_metrics": cfg.curves_dir,
+    params = write_params(tmp_path, paths={"results": cfg.results_dir, "pretrain_curves": cfg.curves_dir,
                                            "reports": cfg.out_dir, "curate_metrics": cfg.curate_metrics})
     stage.main(params)
     assert (Path(cfg.out_dir) / "results.md").is_file()

@@ -236,7 +236,7 @@ def _dose_response(cfg: ReportConfig, results: pd.DataFrame, benchmarks: list[st
         iv = t_interval(list(scores.values()))
         realised = []
         for s in scores:
-            path = Path(cfg.curves_dir) / f"{v}-s{s}.json"
+            path = Path(cfg.run_metrics_dir) / f"{v}-s{s}.json"
             if path.is_file():
                 realised.append(json.loads(path.read_text()).get("prompts/archive_precision", math.nan))
         prec = float(np.nanmean(realised)) if realised else p

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -159,11 +160,59 @@ def run_pretraining(params: Params, variant: str, seed: int) -> dict[str, Any]:
     return summary
 
 
-def pretrain_job(params_file: Path, variant: str, seed: int, run_dir: Path) -> dict[str, Any]:
+def pretrain_job(params_file: Path, variant: str, seed: int, run_dir: Path | None = None) -> dict[str, Any]:
     """The job's entry point (picklable, every rank): reload the params, train; `run_dir` resumes."""
     from cocu.config import load_params
 
     return run_pretraining(load_params(params_file), variant, seed)
+
+
+def _pool_job(params_file: Path, variant: str, seed: int) -> dict[str, Any]:
+    """`pretrain_job` in a worker process of the local pool (its own logging, like a job's)."""
+    import logging as _logging
+
+    _logging.basicConfig(level=_logging.INFO, format=f"%(asctime)s %(levelname)s [{variant}-s{seed}] %(name)s: "
+                         "%(message)s", datefmt="%H:%M:%S")
+    return pretrain_job(params_file, variant, seed)
+
+
+def train_runs(params_file: Path, params: Params, runs: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
+    """Train `runs` [(variant, seed)] as `params.launcher` says; {run name: summary}.
+
+    Locally (`launcher.cluster: local`) `pretrain.parallel` runs train at a time, each in its own
+    process with `pretrain.threads` threads (two one-thread processes keep two cores busier than one
+    two-thread process with the tiny model); with `parallel: 1`, in this process, one after another.
+    On SLURM (or `debug`) every run is a `CheckpointableTask` job, all submitted at once, then
+    awaited; a failure names the run. Every run writes its own outputs (`_finish`).
+    """
+    from cocu.launch.executor import JobFailed, submit_job, wait_for
+    from cocu.launch.jobs import CheckpointableTask
+    from cocu.training.runs import run_name
+
+    names = [run_name(v, s) for v, s in runs]
+    if params.launcher.cluster == "local" and params.pretrain.parallel > 1 and len(runs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("spawn")  # no forked torch thread pools
+        with ProcessPoolExecutor(max_workers=min(params.pretrain.parallel, len(runs)), mp_context=ctx) as pool:
+            futures = {n: pool.submit(_pool_job, params_file, v, s) for n, (v, s) in zip(names, runs)}
+            out, failed = {}, []
+            for name, future in futures.items():
+                try:
+                    out[name] = future.result()
+                except Exception as e:  # keep waiting for the others: their work is kept in run folders
+                    failed.append((name, e))
+            if failed:
+                raise JobFailed(f"pretrain: {len(failed)} of {len(runs)} runs failed: "
+                                + "; ".join(f"{n}: {type(e).__name__}: {e}" for n, e in failed)) from failed[0][1]
+            return out
+    jobs = []
+    for name, (v, s) in zip(names, runs):
+        run_dir = run_outputs(params, v, s)["run_dir"]
+        task = CheckpointableTask(functools.partial(pretrain_job, params_file, v, s), run_dir)
+        jobs.append((name, submit_job(task, cfg=params.launcher, name=f"pretrain-{name}")))
+    return {name: wait_for(job, f"pretrain-{name}") for name, job in jobs}
 
 
 def _train(model, cfg, data, run_dir: Path, dist: DistInfo, device, tracker) -> TrainResult:
@@ -188,5 +237,6 @@ def _finish(params: Params, model: torch.nn.Module, result: TrainResult, out: di
                **{f"prompts/{k}": v for k, v in summary_of_prompts.items()}}
     out["metrics"].parent.mkdir(parents=True, exist_ok=True)
     out["metrics"].write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    out["curve"].parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out["run_dir"] / "curve.csv", out["curve"])
     return summary

@@ -23,7 +23,6 @@ All functions are pure given the explicit `rng` (one per sample, see cocu.traini
 from __future__ import annotations
 
 import logging
-import re
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from cocu.concepts.archive import read_archives
+from cocu.config import PRECISION_VARIANT, VARIANTS
 from cocu.concepts.sampling import sample_cluster, sample_topk, sample_uniform
 from cocu.concepts.vocabulary import Vocabulary
 from cocu.data.templates import IMAGENET_TEMPLATES
@@ -41,14 +41,12 @@ from cocu.data.templates import IMAGENET_TEMPLATES
 log = logging.getLogger(__name__)
 
 Variant = Literal["baseline", "cocu", "ranking", "expansion", "oracle"]
-VARIANTS: tuple[str, ...] = ("baseline", "cocu", "ranking", "expansion", "oracle")
 ARCHIVE_METHODS = {"cocu": "cluster", "ranking": "topk", "expansion": "uniform"}  # variant -> sampler
-_PRECISION = re.compile(r"^precision(\d{1,3})$")
 
 
 def variant_precision(variant: str) -> float | None:
     """The precision p of a dose-response variant `precision<P>` (P in percent, 0-100), else None."""
-    m = _PRECISION.match(variant)
+    m = PRECISION_VARIANT.match(variant)
     if m is None:
         return None
     p = int(m.group(1))

@@ -114,3 +114,31 @@ def test_paired_bootstrap_is_narrow_for_a_uniform_shift_and_wide_for_noise():
 def test_paired_bootstrap_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="S, N, 3, K"):
         paired_bootstrap(np.zeros((1, 3, 3, 2)), np.zeros((1, 4, 3, 2)))
+
+
+# --------------------------------------------------------------------------------------------
+# robustness: comparisons per setting and the reproduction tolerance
+
+
+def test_reproduction_tolerance_is_the_prediction_interval_of_a_new_mean():
+    from cocu.reports.robustness import Reproduction, reproduction, tolerance
+
+    # values 10, 12, 14: s = 2, n = 3, t(0.975, 2) = 4.302653 -> 4.302653 * 2 * sqrt(2/3)
+    assert tolerance([10.0, 12.0, 14.0]) == pytest.approx(4.302653 * 2 * math.sqrt(2 / 3), rel=1e-6)
+    assert math.isnan(tolerance([10.0]))
+    committed = {("baseline", s): {"b": v} for s, v in enumerate([10.0, 12.0, 14.0])}
+    near = {("baseline", s): {"b": v} for s, v in enumerate([13.0, 15.0, 17.0])}  # mean 15: +3 < 7.03
+    far = {("baseline", s): {"b": v} for s, v in enumerate([20.0, 22.0, 24.0])}  # mean 22: +10
+    assert all(r.within for r in reproduction(committed, near, ["baseline"], ["b"]))
+    assert not any(r.within for r in reproduction(committed, far, ["baseline"], ["b"]))
+    assert not Reproduction("v", "b", 1.0, math.nan, 1.0).within  # no tolerance: not reproduced
+
+
+def test_paired_comparison_of_a_setting_uses_the_mean_over_benchmarks():
+    from cocu.reports.robustness import MEAN, paired, run_scores
+
+    runs = {("baseline", 0): {"a": 10.0, "b": 20.0}, ("oracle", 0): {"a": 14.0, "b": 30.0},
+            ("baseline", 1): {"a": 12.0, "b": 22.0}, ("oracle", 1): {"a": 15.0, "b": 31.0}}
+    assert run_scores(runs, "oracle", MEAN) == {0: 22.0, 1: 23.0}
+    iv = paired(runs, "oracle")
+    assert iv.estimate == pytest.approx((7.0 + 6.0) / 2) and iv.n == 2

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from cocu.config import load_params
-from cocu.data import gallery, pairs, world
+from cocu.data import pairs
 from cocu.stage import run_stage
 from cocu.tracking import start_run
 from cocu.tracking.run_info import write_json
@@ -29,12 +29,12 @@ def main(params_file: Path) -> None:
             pairs.build_synthetic_corpus(cfg, cfg.counts.teacher, "teacher", Path(paths.teacher_shards),
                                          Path(paths.teacher_manifest)),
         ]
-        gallery.write_gallery(list(world.generate(cfg, 12, "pairs")), Path(paths.world_gallery))
+        pairs.synthetic_gallery(cfg, Path(paths.pairs_manifest), Path(paths.world_gallery))
     else:
         shards = pairs.find_real_shards(params.pairs, Path(paths.pairs_shards))
         stats = [pairs.index_corpus(shards, params.pairs, Path(paths.pairs_manifest), name="pairs")]
         pairs.write_empty_corpus(Path(paths.teacher_shards), Path(paths.teacher_manifest))
-        pairs.real_gallery(shards, params.pairs, Path(paths.world_gallery))
+        pairs.real_gallery(shards, params.pairs, Path(paths.pairs_manifest), Path(paths.world_gallery))
     metrics = {k: v for s in stats for k, v in s.as_metrics().items()}
     write_json(paths.pairs_metrics, metrics)
     with start_run(params, stage="pairs") as run:

@@ -48,6 +48,7 @@ class PathsConfig:
     teacher_shards: str  # synthetic only: the separate corpus the teacher CLIP is trained on
     teacher_manifest: str
     pairs_metrics: str  # json metrics of the `pairs` stage (committed)
+    details: str  # folder: <stage>.json per stage, the counts and lists beside its DVC metrics (committed)
     world_gallery: str  # png gallery of the synthetic world
     vocabulary: str  # concept list file, one concept per line
     synonyms: Optional[str]  # optional TSV `synonym<TAB>concept`: lines of the list that name another concept

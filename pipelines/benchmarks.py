@@ -9,7 +9,7 @@ from pathlib import Path
 from cocu.config import load_params
 from cocu.data.benchmarks import write_synthetic_benchmark
 from cocu.stage import run_stage
-from cocu.tracking.run_info import write_json
+from cocu.tracking.run_info import write_json, write_metrics
 
 log = logging.getLogger("benchmarks")
 
@@ -20,7 +20,8 @@ def main(params_file: Path) -> None:
     metrics: dict[str, float] = {}
     for name in cfg.benchmarks:
         metrics.update(write_synthetic_benchmark(cfg, name, cfg.counts.benchmark, Path(params.paths.benchmarks_root)))
-    write_json(params.paths.benchmarks_metrics, metrics)
+    write_metrics(params.paths.benchmarks_metrics, {"images": sum(v for k, v in metrics.items() if k.endswith("/images"))})
+    write_json(Path(params.paths.details) / "benchmarks.json", metrics)  # per benchmark: classes, ignored pixels
     log.info("benchmarks: %s", metrics)
 
 

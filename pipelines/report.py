@@ -23,7 +23,8 @@ def main(params_file: Path) -> None:
     params = load_params(params_file)
     paths = params.paths
     cfg = ReportConfig(results_dir=paths.results, curves_dir=paths.pretrain_metrics, paper_numbers=paths.paper_numbers,
-                       out_dir=paths.reports, curate_metrics=paths.curate_metrics, teacher_metrics=paths.teacher_metrics,
+                       out_dir=paths.reports, curate_metrics=str(Path(paths.details) / "curate.json"),
+                       teacher_metrics=str(Path(paths.details) / "teacher.json"),
                        gallery=paths.world_gallery, **to_dict(params.report))
     outputs = build_report(cfg)
     log.info("report: %d result files, %d outputs under %s", outputs.num_results, len(outputs.files), cfg.out_dir)

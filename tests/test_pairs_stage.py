@@ -41,9 +41,12 @@ def test_pairs_outputs(pairs_run):
     teacher = manifest.read_manifest(params.paths.teacher_manifest)
     assert len(teacher) == params.world.counts.teacher
     assert not set(teacher["key"]) & set(frame["key"])  # a separate draw, never the pre-training set
-    metrics = json.loads(Path(params.paths.pairs_metrics).read_text())
-    assert metrics["pairs/valid"] == n and metrics["pairs/skipped/truncated_image"] == 0
-    assert 0.2 < metrics["pairs/mention_rate"] < 0.6
+    assert json.loads(Path(params.paths.pairs_metrics).read_text()) == {"pairs": n, "skipped": 0}  # DVC metrics
+    details = json.loads((Path(params.paths.details) / "pairs.json").read_text())
+    assert details["pairs"]["valid"] == n and details["pairs"]["skipped"]["truncated_image"] == 0
+    assert details["teacher"]["valid"] == params.world.counts.teacher
+    assert 0.2 < details["pairs"]["mention_rate"] < 0.6
+    assert "seconds" not in json.dumps(details)  # the wall clock is in MLflow only
     assert Image.open(params.paths.world_gallery).size[0] > 500
 
 
@@ -73,6 +76,7 @@ def test_pairs_mlflow_run(pairs_run):
     assert run.data.tags["stage"] == "pairs" and run.data.tags["profile"] == "synthetic"
     assert run.data.metrics["pairs/valid"] == params.world.counts.pairs
     assert "pairs/skipped/non_utf8_caption" in run.data.metrics
+    assert run.data.metrics["pairs/seconds"] > 0 and run.data.metrics["teacher/seconds"] > 0
     assert run.data.params["world.size"] == "smoke"
 
 
@@ -104,8 +108,9 @@ def test_real_profile_indexes_existing_shards(pairs_run, tmp_path, monkeypatch):
     frame = pd.read_parquet(loaded.paths.pairs_manifest)
     assert len(frame) == src.world.counts.pairs
     assert "gt_present" not in frame.columns
-    metrics = json.loads(Path(loaded.paths.pairs_metrics).read_text())
-    assert metrics["pairs/skipped/empty_shard"] == 1
+    assert json.loads(Path(loaded.paths.pairs_metrics).read_text()) == {"pairs": src.world.counts.pairs, "skipped": 1}
+    details = json.loads((Path(loaded.paths.details) / "pairs.json").read_text())
+    assert details["pairs"]["skipped"]["empty_shard"] == 1
     # the same outputs as the synthetic profile: an empty teacher corpus and a gallery of real pairs
     assert len(pd.read_parquet(loaded.paths.teacher_manifest)) == 0
     assert Image.open(loaded.paths.world_gallery).size[0] > 300
@@ -133,7 +138,9 @@ def test_benchmarks_stage(tmp_path):
         valid = label[label != 255]
         assert valid.max() < len(names)
     metrics = json.loads(Path(params.paths.benchmarks_metrics).read_text())
-    assert metrics["synth_stuff/ignored_fraction"] > 0  # thing pixels are ignored in the stuff benchmark
+    assert metrics == {"images": params.world.counts.benchmark * len(params.world.benchmarks)}
+    details = json.loads((Path(params.paths.details) / "benchmarks.json").read_text())
+    assert details["synth_stuff/ignored_fraction"] > 0  # thing pixels are ignored in the stuff benchmark
 
 
 def test_vocabulary_file_matches_the_world():

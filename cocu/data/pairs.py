@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CorpusStats:
-    """What a corpus build wrote and read back; goes to the stage metrics and MLflow."""
+    """What a corpus build wrote and read back: the stage's metrics, details and MLflow run."""
 
     name: str
     shards: int = 0
@@ -35,9 +35,19 @@ class CorpusStats:
     skipped: dict[str, int] = field(default_factory=dict)
     mention_rate: float | None = None  # synthetic: named / present concepts
     present_per_image: float | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall clock: MLflow only, never a committed file
+
+    def as_details(self) -> dict[str, object]:
+        """Everything but the wall clock, for the committed details file (same inputs: same bytes)."""
+        out: dict[str, object] = {"shards": self.shards, "written": self.written, "valid": self.valid,
+                                  "skipped": dict(self.skipped)}
+        if self.mention_rate is not None:
+            out["mention_rate"] = self.mention_rate
+            out["present_per_image"] = float(self.present_per_image or 0.0)
+        return out
 
     def as_metrics(self) -> dict[str, float]:
+        """Flat `<name>/...` numbers for MLflow, the wall clock included."""
         out: dict[str, float] = {f"{self.name}/{k}": float(v) for k, v in
                                  (("shards", self.shards), ("written", self.written), ("valid", self.valid),
                                   ("seconds", self.seconds))}
@@ -46,6 +56,12 @@ class CorpusStats:
             out[f"{self.name}/mention_rate"] = self.mention_rate
             out[f"{self.name}/present_per_image"] = float(self.present_per_image or 0.0)
         return out
+
+
+def headline(stats: CorpusStats) -> dict[str, int]:
+    """The `pairs` stage's DVC metrics (kept short: `dvc metrics show` is one table of every file):
+    the manifest's rows and how many samples and shards were skipped; reasons are in the details."""
+    return {"pairs": stats.valid, "skipped": int(sum(stats.skipped.values()))}
 
 
 def world_key(stream: str, index: int) -> str:

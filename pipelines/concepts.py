@@ -1,8 +1,8 @@
 """DVC stage `concepts`: the vocabulary concepts each caption names (exact matches of its
 lower-cased 1- to 4-grams, plurals and synonyms included), as lists in reading order.
 
-DVC metrics `paths.concepts_metrics`: pairs, vocabulary concepts, concepts per caption;
-`<paths.details>/concepts.json`: also surface forms and the share of captions without a concept."""
+DVC metrics `paths.concepts_metrics`: pairs, vocabulary concepts; `<paths.details>/concepts.json`:
+also surface forms, concepts per caption and the share of captions without a concept."""
 
 from __future__ import annotations
 
@@ -32,8 +32,7 @@ def main(params_file: Path) -> None:
     metrics = {"vocabulary/concepts": len(vocab), "vocabulary/surface_forms": len(vocab.surface),
                "captions": len(concepts), "concepts_per_caption": float(counts.mean()) if len(counts) else 0.0,
                "captions_without_concept": float((counts == 0).mean()) if len(counts) else 0.0}
-    write_metrics(paths.concepts_metrics, {"pairs": metrics["captions"], "concepts": metrics["vocabulary/concepts"],
-                                           "concepts_per_caption": metrics["concepts_per_caption"]})
+    write_metrics(paths.concepts_metrics, {"pairs": metrics["captions"], "concepts": metrics["vocabulary/concepts"]})
     write_json(Path(paths.details) / "concepts.json", metrics)
     log.info("concepts: %s", metrics)
 

@@ -187,7 +187,7 @@ def _finish(params: Params, model: torch.nn.Module, result: TrainResult, out: di
     details = {"variant": variant, "seed": seed, "steps": result.step,
                "checkpoint_sha256": sha256_file(out["checkpoint"]), "profile": params.run.profile,
                **{f"final/{k}": v for k, v in final.items()}}
-    write_metrics(out["metrics"], {"loss": final.get("loss"), "steps": result.step})
+    write_metrics(out["metrics"], {"loss": final.get("loss")})
     write_json(out["details"], details)
     shutil.copyfile(out["run_dir"] / "curve.csv", out["curve"])
     return {**details, "resumed_from": result.resumed_from}

@@ -148,7 +148,7 @@ def test_vocabulary_file_matches_the_world():
     assert lines == world.vocabulary()
 
 
-def test_rerun_rewrites_committed_files_byte_identically_and_is_not_dirty(tmp_path, monkeypatch):
+def test_rerun_rewrites_committed_files_byte_identically_and_is_not_dirty(pairs_run, tmp_path, monkeypatch):
     """A re-run with identical inputs changes no committed byte (no timings in committed files), so
     its MLflow run is tagged with the clean commit, in a git repo laid out like this one."""
     import subprocess
@@ -159,10 +159,10 @@ def test_rerun_rewrites_committed_files_byte_identically_and_is_not_dirty(tmp_pa
 
     repo = tmp_path / "repo"
     repo.mkdir()
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = f"sqlite:///{pairs_run[0] / 'mlflow.db'}"  # the module's store (a new one costs seconds)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(repo)
-    params = write_params(repo)
+    params = write_params(repo, tracking={"experiment": "rerun"})  # its own experiment in the module's store
     (repo / ".gitignore").write_text("/data/\n/mlruns/\n")  # DVC-cached outputs and MLflow: not in git
     git("init", "-q")
     pairs_stage.main(params)
@@ -180,3 +180,37 @@ def test_rerun_rewrites_committed_files_byte_identically_and_is_not_dirty(tmp_pa
                               order_by=["attributes.start_time DESC"])
     assert runs[0].data.tags["git_commit"] == head  # not `<sha>-dirty`
     assert runs[0].data.metrics["pairs/seconds"] > 0  # the wall clock is still recorded, in MLflow
+
+
+def test_ingest_edge_cases_are_counted_in_the_stage_metrics(pairs_run, tmp_path, monkeypatch):
+    """Real profile, one shard of 23 samples: an adjacent repeat of a key, a `../escape` key and a
+    caption with a UTF-8 byte-order mark. 21 rows; the repeat and the bad key skipped and counted."""
+    import io
+
+    from cocu.data.shards import encode_jpeg
+
+    image = encode_jpeg(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8), 90)
+    samples = [(f"k{i:03d}", f"caption {i}".encode()) for i in range(20)]
+    samples[3:3] = [("k002", b"the second k002, right after the first")]
+    samples.append(("../escape", b"a key that names a path"))
+    samples.append(("bom", "\ufeffa red ball".encode("utf-8")))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with tarfile.open(shards / "00000.tar", "w") as tar:
+        for key, caption in samples:
+            for ext, data in (("jpg", image), ("txt", caption)):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{pairs_run[0] / 'mlflow.db'}")
+    params = load_params(write_params(tmp_path, pairs={"source": "webdataset"}, paths={"pairs_shards": str(shards)},
+                                      tracking={"experiment": "edge-cases"}))
+    pairs_stage.main(tmp_path / "params.yaml")
+    assert json.loads(Path(params.paths.pairs_metrics).read_text()) == {"pairs": 21, "skipped": 2}
+    details = json.loads((Path(params.paths.details) / "pairs.json").read_text())["pairs"]
+    assert (details["written"], details["valid"]) == (23, 21)
+    assert {k: v for k, v in details["skipped"].items() if v} == {"duplicate_key": 1, "bad_key": 1}
+    frame = manifest.read_manifest(params.paths.pairs_manifest)
+    assert frame.loc[frame["key"] == "k002", "caption"].tolist() == ["caption 2"]  # the first of the two
+    assert frame.loc[frame["key"] == "bom", "caption"].tolist() == ["a red ball"]
+    assert "../escape" not in set(frame["key"]) and not (tmp_path / "escape.jpg").exists()

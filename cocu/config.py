@@ -163,6 +163,7 @@ class PathsConfig(Checked):
     teacher_shards: str = spec(nonempty=True)  # synthetic only: the separate corpus the teacher CLIP is trained on
     teacher_manifest: str = spec(nonempty=True)
     pairs_metrics: str = spec(nonempty=True)  # json metrics of the `pairs` stage (committed)
+    details: str = spec(nonempty=True)  # folder: <stage>.json per stage, the counts and lists beside its DVC metrics
     world_gallery: str = spec(nonempty=True)  # png gallery of the synthetic world
     vocabulary: str = spec(nonempty=True)  # concept list file, one concept per line
     synonyms: Optional[str] = spec(nonempty=True)  # optional TSV `synonym<TAB>concept` (null: none)
@@ -663,7 +664,8 @@ class ReportConfig(Checked):
         paths = params.paths
         knobs = {f.name: getattr(params.report, f.name) for f in dataclasses.fields(ReportSection)}
         return cls(results_dir=paths.results, curves_dir=paths.pretrain_metrics, paper_numbers=paths.paper_numbers,
-                   out_dir=paths.reports, curate_metrics=paths.curate_metrics, teacher_metrics=paths.teacher_metrics,
+                   out_dir=paths.reports, curate_metrics=str(Path(paths.details) / "curate.json"),
+                   teacher_metrics=str(Path(paths.details) / "teacher.json"),
                    gallery=paths.world_gallery, **knobs)
 
 

@@ -3,8 +3,9 @@ every active benchmark (`eval.active`), each under its own protocol card (`eval.
 
 Writes `results/<variant>/s<seed>/<benchmark>.json` per benchmark (mIoU, per-class IoU, the card,
 the checkpoint's sha256) with example predictions beside the ground truth in
-`<benchmark>_examples/`, the DVC metrics file `results/<variant>/s<seed>.json` (mIoU, aAcc, mAcc
-per benchmark), and one MLflow run per checkpoint holding all of it. One process per checkpoint,
+`<benchmark>_examples/`, the DVC metrics file `results/<variant>/s<seed>.json` (`mIoU/<benchmark>`
+only: aAcc, mAcc and the rest are in the per-benchmark files), and one MLflow run per checkpoint
+holding all of it. One process per checkpoint,
 not per benchmark: a process costs about 7 s of start-up (torch, MLflow, the model and tokenizer),
 more than a synthetic benchmark's whole evaluation.
 """
@@ -28,7 +29,7 @@ def main(params_file: Path, variant: str, seed: int) -> None:
     from cocu.eval.evaluate import evaluate_checkpoint
     from cocu.launch.device import resolve_device
     from cocu.tracking import start_run
-    from cocu.tracking.run_info import write_json
+    from cocu.tracking.run_info import write_json, write_metrics
     from cocu.training.runs import run_name, run_outputs
 
     params = load_params(params_file)  # EvalConfig checks that every active name has a protocol card
@@ -45,8 +46,7 @@ def main(params_file: Path, variant: str, seed: int) -> None:
         write_json(out_dir / f"{bench}.json", result)
         log.info("%s on %s: mIoU %.2f | %s", run, bench, result["mIoU"], result["protocol"])
     sha = next(iter(results.values()))["checkpoint_sha256"] if results else None
-    write_json(out_dir.with_suffix(".json"), {"variant": variant, "seed": seed, "checkpoint_sha256": sha,
-                                              **{b: {k: r[k] for k in SUMMARY_KEYS} for b, r in results.items()}})
+    write_metrics(out_dir.with_suffix(".json"), {f"mIoU/{b}": r["mIoU"] for b, r in results.items()})
     tags = {"variant": variant, "seed": seed, "benchmarks": ",".join(results)}
     with start_run(params, stage="evaluate", run_name=f"{run}/eval", tags=tags, log_params=False) as mlflow_run:
         mlflow_run.log_params({"variant": variant, "seed": seed, "checkpoint_sha256": sha,

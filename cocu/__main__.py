@@ -75,33 +75,62 @@ def _dry_run(args: argparse.Namespace) -> int:
 
 
 def _segment(args: argparse.Namespace) -> int:
+    """The demo. Bad input (no class, a file that is not an image, a missing checkpoint or params
+    file) is one `error:` line naming the flag or file, exit status 2, before any model is loaded."""
     import dataclasses
 
     import numpy as np
-    from PIL import Image
 
     from cocu.config import load_params
     from cocu.eval.evaluate import segment_image
     from cocu.eval.overlay import write_overlay
 
-    params = load_params(args.params)
+    def fail(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+    classes = list(dict.fromkeys(c.strip() for c in args.classes.split(",") if c.strip()))  # order kept, no repeats
+    if not [c for c in classes if c != "background"]:
+        return fail(f"--classes {args.classes!r} names no class to segment into: give comma-separated names, "
+                    'e.g. --classes "sky,grass,dog" (background alone is not enough)')
+    try:
+        params = load_params(args.params)
+    except (ConfigError, FileNotFoundError) as e:
+        return fail(str(e))
     if args.protocol not in params.eval.benchmarks:
-        print(f"error: {args.params}: no protocol card eval.benchmarks.{args.protocol}", file=sys.stderr)
-        return 2
-    if not args.image.is_file():
-        print(f"error: image not found: {args.image}", file=sys.stderr)
-        return 2
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+        return fail(f"--protocol: {args.params} has no protocol card eval.benchmarks.{args.protocol} "
+                    f"(known: {', '.join(sorted(params.eval.benchmarks))})")
+    if not args.checkpoint.is_file():
+        return fail(f"--checkpoint: file not found: {args.checkpoint} (a pre-trained checkpoint, "
+                    "e.g. data/checkpoints/cocu-s0.pt from `dvc repro`)")
+    try:
+        image = read_image(args.image)
+    except ValueError as e:
+        return fail(str(e))
     card = params.eval.benchmarks[args.protocol]
     if "background" in classes and not card.has_background:
         card = dataclasses.replace(card, has_background=True, bg_thresh=card.bg_thresh or 0.95)
     names = (["background"] + [c for c in classes if c != "background"]) if card.has_background else classes
-    image = np.array(Image.open(args.image).convert("RGB"))
     pred = segment_image(image, names, args.checkpoint, card, params.data.mean, params.data.std)
     write_overlay(image, pred, names, args.out)
     present = sorted({names[i] for i in np.unique(pred)})
     print(f"{args.out}: {', '.join(present)}")
     return 0
+
+
+def read_image(path: Path) -> "np.ndarray":
+    """[H, W, 3] uint8 RGB of an image file; a missing file or one PIL cannot decode is a ValueError
+    naming the file."""
+    import numpy as np
+    from PIL import Image
+
+    if not path.is_file():
+        raise ValueError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError: OSError
+        raise ValueError(f"{path}: not an image that can be read ({type(e).__name__}: {e})") from None
 
 
 if __name__ == "__main__":

@@ -169,6 +169,7 @@ class PathsConfig(Checked):
     teacher_shards: str = spec(nonempty=True)  # synthetic only: the separate corpus the teacher CLIP is trained on
     teacher_manifest: str = spec(nonempty=True)
     pairs_metrics: str = spec(nonempty=True)  # json metrics of the `pairs` stage (committed)
+    details: str = spec(nonempty=True)  # folder: <stage>.json per stage, the counts and lists beside its DVC metrics
     world_gallery: str = spec(nonempty=True)  # png gallery of the synthetic world
     vocabulary: str = spec(nonempty=True)  # concept list file, one concept per line
     synonyms: Optional[str] = spec(nonempty=True)  # optional TSV `synonym<TAB>concept` (null: none)
@@ -694,9 +695,10 @@ class ReportConfig(Checked):
     def from_params(cls, params: Params) -> ReportConfig:
         paths = params.paths
         knobs = {f.name: getattr(params.report, f.name) for f in dataclasses.fields(ReportSection)}
-        return cls(results_dir=paths.results, curves_dir=paths.pretrain_curves, run_metrics_dir=paths.pretrain_metrics,
-                   paper_numbers=paths.paper_numbers,
-                   out_dir=paths.reports, curate_metrics=paths.curate_metrics, teacher_metrics=paths.teacher_metrics,
+        return cls(results_dir=paths.results, curves_dir=paths.pretrain_curves,
+                   run_metrics_dir=str(Path(paths.details) / "pretrain"), paper_numbers=paths.paper_numbers,
+                   out_dir=paths.reports, curate_metrics=str(Path(paths.details) / "curate.json"),
+                   teacher_metrics=str(Path(paths.details) / "teacher.json"),
                    gallery=paths.world_gallery, variants=params.pretrain.variants, seeds=params.pretrain.seeds,
                    pairs_manifest=paths.pairs_manifest, archives=paths.archives,
                    num_prompts=params.train.num_prompts, **knobs)

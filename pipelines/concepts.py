@@ -1,5 +1,8 @@
 """DVC stage `concepts`: the vocabulary concepts each caption names (exact matches of its
-lower-cased 1- to 4-grams, plurals and synonyms included), as lists in reading order."""
+lower-cased 1- to 4-grams, plurals and synonyms included), as lists in reading order.
+
+DVC metrics `paths.concepts_metrics`: pairs, vocabulary concepts; `<paths.details>/concepts.json`:
+also surface forms, concepts per caption and the share of captions without a concept."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ def main(params_file: Path) -> None:
     from cocu.concepts.archive import write_caption_concepts
     from cocu.concepts.vocabulary import load_vocabulary
     from cocu.data.manifest import read_manifest
-    from cocu.tracking.run_info import write_json
+    from cocu.tracking.run_info import write_json, write_metrics
 
     params = load_params(params_file)
     paths = params.paths
@@ -30,7 +33,8 @@ def main(params_file: Path) -> None:
     metrics = {"vocabulary/concepts": len(vocab), "vocabulary/surface_forms": len(vocab.surface),
                "captions": len(concepts), "concepts_per_caption": float(counts.mean()) if len(counts) else 0.0,
                "captions_without_concept": float((counts == 0).mean()) if len(counts) else 0.0}
-    write_json(paths.concepts_metrics, metrics)
+    write_metrics(paths.concepts_metrics, {"pairs": metrics["captions"], "concepts": metrics["vocabulary/concepts"]})
+    write_json(Path(paths.details) / "concepts.json", metrics)
     log.info("concepts: %s", metrics)
 
 

@@ -1,7 +1,12 @@
 """DVC stage `curate`: the concept archive of every pair (CoCu, docs/method.md §2-5): vision-driven
 expansion over the L image neighbours, the official ranking score, and k-means clusters of each
 archive's concepts. Parquet shards, streamed with memory bounded by the batch, resumable per
-shard (the output is `persist`ed: a killed run redoes only unfinished shards)."""
+shard (the output is `persist`ed: a killed run redoes only unfinished shards).
+
+DVC metrics `paths.curate_metrics`: pairs, mean archive size, recall of the concepts captions
+missed (synthetic world); `<paths.details>/curate.json`: every curation metric and the
+leakage audit (with the leaked names), which the report reads; MLflow: the numbers, the time and
+how many shards an earlier run had finished (neither is a committed byte)."""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ def main(params_file: Path) -> None:
     from cocu.concepts.metrics import curation_metrics, leakage_audit
     from cocu.concepts.vocabulary import load_vocabulary
     from cocu.tracking import start_run
-    from cocu.tracking.run_info import write_json
+    from cocu.tracking.run_info import numeric_leaves, write_json, write_metrics
 
     params = load_params(params_file)
     paths, cfg = params.paths, params.curation
@@ -36,12 +41,15 @@ def main(params_file: Path) -> None:
     metrics = curation_metrics(paths.archives, captions, names, present, mentioned, cfg.top_k)
     vocab = load_vocabulary(paths.vocabulary, paths.synonyms, params.vocabulary)
     leakage = leakage_audit(vocab, benchmark_class_names(params.eval.benchmarks))
-    metrics |= {f"leakage/{b}/{k}": v for b, a in leakage.items() for k, v in a.items() if k != "names"}
-    metrics |= {"seconds": stats.seconds, "shards": stats.num_shards, "shards_reused": stats.shards_reused,
-                "missing_neighbours": stats.missing_neighbours}
-    write_json(paths.curate_metrics, metrics)
-    with start_run(params, stage="curate") as run:
-        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    metrics |= {f"leakage/{b}/{k}": v for b, a in leakage.items() for k, v in a.items()}  # names: a list
+    metrics |= {"pairs": stats.num_pairs, "shards": stats.num_shards, "missing_neighbours": stats.missing_neighbours}
+    headline = {"pairs": stats.num_pairs, "archive_size": metrics["archive_size/mean"]}
+    if "missed_recall/archive" in metrics:  # the hidden ground truth: synthetic world only
+        headline["missed_recall"] = metrics["missed_recall/archive"]
+    write_metrics(paths.curate_metrics, headline)
+    write_json(Path(paths.details) / "curate.json", metrics)
+    with start_run(params, stage="curate") as run:  # how this run went (time, reused shards): MLflow only
+        run.log_metrics({**numeric_leaves(metrics), "seconds": stats.seconds, "shards_reused": stats.shards_reused})
         run.log_params({f"leakage.{b}": ", ".join(a["names"]) for b, a in leakage.items()})
     log.info("curate: %s", {k: round(v, 3) for k, v in flatten(metrics).items() if isinstance(v, float)})
 

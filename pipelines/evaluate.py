@@ -5,8 +5,9 @@
 Per run `<variant>-s<seed>` it writes `results/<variant>/s<seed>/<benchmark>.json` (mIoU, per-class
 IoU, the card, the checkpoint's sha256), `<benchmark>.counts.npz` (per-image counts: the paired
 bootstrap of the report resamples them) and example predictions beside the ground truth in
-`<benchmark>_examples/`; the DVC metrics file `<paths.eval_metrics>/<variant>-s<seed>.json` (mIoU,
-aAcc, mAcc per benchmark); and one MLflow run per checkpoint. All checkpoints are evaluated in
+`<benchmark>_examples/`; the DVC metrics file `<paths.eval_metrics>/<variant>-s<seed>.json`
+(`mIoU/<benchmark>` only: aAcc, mAcc and the rest are in the per-benchmark files, and in MLflow); and
+one MLflow run per checkpoint. All checkpoints are evaluated in
 one process (a process costs seconds of start-up, more than a synthetic benchmark's evaluation).
 """
 
@@ -28,7 +29,7 @@ def main(params_file: Path) -> None:
     from cocu.eval.evaluate import evaluate_checkpoint
     from cocu.launch.device import resolve_device
     from cocu.tracking import start_run
-    from cocu.tracking.run_info import write_json
+    from cocu.tracking.run_info import write_json, write_metrics
     from cocu.training.runs import configured_runs, run_name, run_outputs
 
     params = load_params(params_file)  # EvalConfig checks that every active name has a protocol card
@@ -48,8 +49,7 @@ def main(params_file: Path) -> None:
             write_json(out_dir / f"{bench}.json", result)
             log.info("%s on %s: mIoU %.2f | %s", run, bench, result["mIoU"], result["protocol"])
         sha = next(iter(results.values()))["checkpoint_sha256"] if results else None
-        write_json(Path(params.paths.eval_metrics) / f"{run}.json",
-                   {"variant": variant, "seed": seed, **{b: {k: r[k] for k in SUMMARY_KEYS} for b, r in results.items()}})
+        write_metrics(Path(params.paths.eval_metrics) / f"{run}.json", {f"mIoU/{b}": r["mIoU"] for b, r in results.items()})
         tags = {"variant": variant, "seed": seed, "benchmarks": ",".join(results)}
         with start_run(params, stage="evaluate", run_name=f"{run}/eval", tags=tags, log_params=False) as mlflow_run:
             mlflow_run.log_params({"variant": variant, "seed": seed, "checkpoint_sha256": sha,

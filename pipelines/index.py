@@ -1,6 +1,9 @@
 """DVC stage `index`: the L nearest images of every image by CLIP embedding (inner product),
 from a faiss index (`index.type`: flat = exact, ivf, hnsw) with batched search. For approximate
-indexes, recall@L against exact search on a sample is measured and logged."""
+indexes, recall@L against exact search on a sample is measured and logged.
+
+DVC metrics `paths.index_metrics`: pairs (and recall@L for approximate indexes);
+`<paths.details>/index.json`: every statistic; MLflow: the same numbers."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ def main(params_file: Path) -> None:
 
     from cocu.concepts.retrieval import search_neighbours
     from cocu.tracking import start_run
-    from cocu.tracking.run_info import write_json
+    from cocu.tracking.run_info import numeric_leaves, write_json, write_metrics
 
     params = load_params(params_file)
     paths, cfg = params.paths, params.index
@@ -37,9 +40,13 @@ def main(params_file: Path) -> None:
     metrics = {"num_images": len(emb), "num_neighbours": cfg.num_neighbours, "type": cfg.type,
                "recall_at_l": found.recall, "missing": found.missing, "self_is_first": self_first,
                "mean_similarity": float(found.sims[:, 1:].mean()) if cfg.num_neighbours > 1 else None}
-    write_json(paths.index_metrics, metrics)
+    headline = {"pairs": len(emb)}
+    if found.recall is not None:  # measured for approximate indexes only (exact search: 1 by definition)
+        headline["recall"] = found.recall
+    write_metrics(paths.index_metrics, headline)
+    write_json(Path(paths.details) / "index.json", metrics)
     with start_run(params, stage="index") as run:
-        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None})
+        run.log_metrics(numeric_leaves(metrics))
     log.info("index: %s", metrics)
 
 

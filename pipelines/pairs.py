@@ -4,6 +4,10 @@ Synthetic profile (`pairs.source: synthetic`): generate the pre-training pairs a
 teacher corpus of the synthetic world as webdataset shards, plus a gallery PNG. Real profile
 (`pairs.source: webdataset`): validate and index existing img2dataset shards. Either way the
 shards are read back, bad samples are skipped and counted, and `manifest.parquet` lists the rest.
+
+Writes `paths.pairs_metrics` (DVC metrics: valid pairs, skipped count), `<paths.details>/pairs.json`
+(per corpus: shards, written, valid, skip reasons, mention rate) and an MLflow run with all of it
+plus the wall clock, which no committed file holds (a re-run with the same inputs changes no byte).
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ log = logging.getLogger("pairs")
 
 
 def main(params_file: Path) -> None:
-    from cocu.data import gallery, pairs, world  # after run_stage has checked the params
+    from cocu.data import pairs  # after run_stage has checked the params
     from cocu.tracking import start_run
-    from cocu.tracking.run_info import write_json
+    from cocu.tracking.run_info import write_json, write_metrics
 
     params = load_params(params_file)
     paths, cfg = params.paths, params.world
@@ -30,18 +34,19 @@ def main(params_file: Path) -> None:
             pairs.build_synthetic_corpus(cfg, cfg.counts.teacher, "teacher", Path(paths.teacher_shards),
                                          Path(paths.teacher_manifest)),
         ]
-        gallery.write_gallery(list(world.generate(cfg, 12, "pairs")), Path(paths.world_gallery))
+        pairs.synthetic_gallery(cfg, Path(paths.pairs_manifest), Path(paths.world_gallery))
     else:
         shards = pairs.find_real_shards(params.pairs, Path(paths.pairs_shards))
         stats = [pairs.index_corpus(shards, params.pairs, Path(paths.pairs_manifest), name="pairs")]
         pairs.write_empty_corpus(Path(paths.teacher_shards), Path(paths.teacher_manifest))
-        pairs.real_gallery(shards, params.pairs, Path(paths.world_gallery))
-    metrics = {k: v for s in stats for k, v in s.as_metrics().items()}
-    write_json(paths.pairs_metrics, metrics)
+        pairs.real_gallery(shards, params.pairs, Path(paths.pairs_manifest), Path(paths.world_gallery))
+    write_metrics(paths.pairs_metrics, pairs.headline(stats[0]))
+    write_json(Path(paths.details) / "pairs.json", {s.name: s.as_details() for s in stats})
+    metrics = {k: v for s in stats for k, v in s.as_metrics().items()}  # the wall clock goes here only
     with start_run(params, stage="pairs") as run:
         run.log_metrics(metrics)
         run.log_artifact(paths.world_gallery)
-    log.info("pairs: %s", {k: v for k, v in metrics.items() if k.endswith(("valid", "mention_rate"))})
+    log.info("pairs: %s", {k: v for k, v in metrics.items() if k.endswith(("valid", "mention_rate", "seconds"))})
 
 
 if __name__ == "__main__":

@@ -41,9 +41,12 @@ def test_pairs_outputs(pairs_run):
     teacher = manifest.read_manifest(params.paths.teacher_manifest)
     assert len(teacher) == params.world.counts.teacher
     assert not set(teacher["key"]) & set(frame["key"])  # a separate draw, never the pre-training set
-    metrics = json.loads(Path(params.paths.pairs_metrics).read_text())
-    assert metrics["pairs/valid"] == n and metrics["pairs/skipped/truncated_image"] == 0
-    assert 0.2 < metrics["pairs/mention_rate"] < 0.6
+    assert json.loads(Path(params.paths.pairs_metrics).read_text()) == {"pairs": n, "skipped": 0}  # DVC metrics
+    details = json.loads((Path(params.paths.details) / "pairs.json").read_text())
+    assert details["pairs"]["valid"] == n and details["pairs"]["skipped"]["truncated_image"] == 0
+    assert details["teacher"]["valid"] == params.world.counts.teacher
+    assert 0.2 < details["pairs"]["mention_rate"] < 0.6
+    assert "seconds" not in json.dumps(details)  # the wall clock is in MLflow only
     assert Image.open(params.paths.world_gallery).size[0] > 500
 
 
@@ -73,6 +76,7 @@ def test_pairs_mlflow_run(pairs_run):
     assert run.data.tags["stage"] == "pairs" and run.data.tags["profile"] == "synthetic"
     assert run.data.metrics["pairs/valid"] == params.world.counts.pairs
     assert "pairs/skipped/non_utf8_caption" in run.data.metrics
+    assert run.data.metrics["pairs/seconds"] > 0 and run.data.metrics["teacher/seconds"] > 0
     assert run.data.params["world.size"] == "smoke"
 
 
@@ -104,8 +108,9 @@ def test_real_profile_indexes_existing_shards(pairs_run, tmp_path, monkeypatch):
     frame = pd.read_parquet(loaded.paths.pairs_manifest)
     assert len(frame) == src.world.counts.pairs
     assert "gt_present" not in frame.columns
-    metrics = json.loads(Path(loaded.paths.pairs_metrics).read_text())
-    assert metrics["pairs/skipped/empty_shard"] == 1
+    assert json.loads(Path(loaded.paths.pairs_metrics).read_text()) == {"pairs": src.world.counts.pairs, "skipped": 1}
+    details = json.loads((Path(loaded.paths.details) / "pairs.json").read_text())
+    assert details["pairs"]["skipped"]["empty_shard"] == 1
     # the same outputs as the synthetic profile: an empty teacher corpus and a gallery of real pairs
     assert len(pd.read_parquet(loaded.paths.teacher_manifest)) == 0
     assert Image.open(loaded.paths.world_gallery).size[0] > 300
@@ -133,9 +138,79 @@ def test_benchmarks_stage(tmp_path):
         valid = label[label != 255]
         assert valid.max() < len(names)
     metrics = json.loads(Path(params.paths.benchmarks_metrics).read_text())
-    assert metrics["synth_stuff/ignored_fraction"] > 0  # thing pixels are ignored in the stuff benchmark
+    assert metrics == {"images": params.world.counts.benchmark * len(params.world.benchmarks)}
+    details = json.loads((Path(params.paths.details) / "benchmarks.json").read_text())
+    assert details["synth_stuff/ignored_fraction"] > 0  # thing pixels are ignored in the stuff benchmark
 
 
 def test_vocabulary_file_matches_the_world():
     lines = (REPO / "configs" / "vocabulary" / "synthetic.txt").read_text().split("\n")[:-1]
     assert lines == world.vocabulary()
+
+
+def test_rerun_rewrites_committed_files_byte_identically_and_is_not_dirty(pairs_run, tmp_path, monkeypatch):
+    """A re-run with identical inputs changes no committed byte (no timings in committed files), so
+    its MLflow run is tagged with the clean commit, in a git repo laid out like this one."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=cocu", "-c", "user.email=cocu@example.invalid", *args],
+                              cwd=repo, capture_output=True, text=True, check=True).stdout
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    uri = f"sqlite:///{pairs_run[0] / 'mlflow.db'}"  # the module's store (a new one costs seconds)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(repo)
+    params = write_params(repo, tracking={"experiment": "rerun"})  # its own experiment in the module's store
+    (repo / ".gitignore").write_text("/data/\n/mlruns/\n")  # DVC-cached outputs and MLflow: not in git
+    git("init", "-q")
+    pairs_stage.main(params)
+    git("add", "-A")
+    git("commit", "-qm", "pairs")
+    head = git("rev-parse", "HEAD").strip()
+    committed = git("ls-files").split()
+    assert {"metrics/pairs.json", "metrics/details/pairs.json", "reports/figures/world_gallery.png"} <= set(committed)
+    before = {name: (repo / name).read_bytes() for name in committed}
+    pairs_stage.main(params)
+    assert {name: (repo / name).read_bytes() for name in committed} == before
+    assert git("status", "--porcelain", "--untracked-files=no") == ""
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name(load_params(params).tracking.experiment).experiment_id],
+                              order_by=["attributes.start_time DESC"])
+    assert runs[0].data.tags["git_commit"] == head  # not `<sha>-dirty`
+    assert runs[0].data.metrics["pairs/seconds"] > 0  # the wall clock is still recorded, in MLflow
+
+
+def test_ingest_edge_cases_are_counted_in_the_stage_metrics(pairs_run, tmp_path, monkeypatch):
+    """Real profile, one shard of 23 samples: an adjacent repeat of a key, a `../escape` key and a
+    caption with a UTF-8 byte-order mark. 21 rows; the repeat and the bad key skipped and counted."""
+    import io
+
+    from cocu.data.shards import encode_jpeg
+
+    image = encode_jpeg(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8), 90)
+    samples = [(f"k{i:03d}", f"caption {i}".encode()) for i in range(20)]
+    samples[3:3] = [("k002", b"the second k002, right after the first")]
+    samples.append(("../escape", b"a key that names a path"))
+    samples.append(("bom", "\ufeffa red ball".encode("utf-8")))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with tarfile.open(shards / "00000.tar", "w") as tar:
+        for key, caption in samples:
+            for ext, data in (("jpg", image), ("txt", caption)):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{pairs_run[0] / 'mlflow.db'}")
+    params = load_params(write_params(tmp_path, pairs={"source": "webdataset"}, paths={"pairs_shards": str(shards)},
+                                      tracking={"experiment": "edge-cases"}))
+    pairs_stage.main(tmp_path / "params.yaml")
+    assert json.loads(Path(params.paths.pairs_metrics).read_text()) == {"pairs": 21, "skipped": 2}
+    details = json.loads((Path(params.paths.details) / "pairs.json").read_text())["pairs"]
+    assert (details["written"], details["valid"]) == (23, 21)
+    assert {k: v for k, v in details["skipped"].items() if v} == {"duplicate_key": 1, "bad_key": 1}
+    frame = manifest.read_manifest(params.paths.pairs_manifest)
+    assert frame.loc[frame["key"] == "k002", "caption"].tolist() == ["caption 2"]  # the first of the two
+    assert frame.loc[frame["key"] == "bom", "caption"].tolist() == ["a red ball"]
+    assert "../escape" not in set(frame["key"]) and not (tmp_path / "escape.jpg").exists()

@@ -3,7 +3,11 @@ have the contracted shapes, and the report's numbers come from the result files.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +37,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):
     smoke.pop("run")
     smoke["pretrain"] = {"variants": ["baseline", "cocu", "oracle", "precision50"], "seeds": [0], "threads": 1,
                          "parallel": 2}
-    smoke["eval"] = {"active": ["synth_things", "synth_all"], "overlays": 2, "threads": 1}
+    smoke["eval"] = {"active": ["synth_things", "synth_stuff", "synth_all"], "overlays": 2, "threads": 1}
     params_file = write_params(tmp, **smoke)
     for stage in (pairs, benchmarks, teacher, embed, index, concepts, curate):
         stage.main(params_file)
@@ -56,8 +60,10 @@ def test_embeddings_and_neighbours(pipeline):
     ids = np.load(params.paths.neighbours)
     assert ids.shape == (n, params.index.num_neighbours)
     assert (ids[:, 0] == np.arange(n)).mean() > 0.9  # an image is its own nearest neighbour
-    teacher = json.loads(Path(params.paths.teacher_metrics).read_text())
+    teacher = json.loads((Path(params.paths.details) / "teacher.json").read_text())
     assert {"holdout_zeroshot_top1_present", "holdout_neighbour_jaccard", "weights_sha256"} <= set(teacher["metrics"])
+    headline = json.loads(Path(params.paths.teacher_metrics).read_text())
+    assert headline["zeroshot_top1"] == teacher["metrics"]["holdout_zeroshot_top1_present"]
 
 
 def test_archives(pipeline):
@@ -70,9 +76,11 @@ def test_archives(pipeline):
     for concepts, scores, clusters in zip(frame["concepts"], frame["scores"], frame["clusters"]):
         assert len(concepts) == len(scores) == len(clusters)
         assert list(scores) == sorted(scores, reverse=True)
-    metrics = json.loads(Path(params.paths.curate_metrics).read_text())
+    metrics = json.loads((Path(params.paths.details) / "curate.json").read_text())
     assert any(k.startswith("missed") for k in metrics)
-    assert metrics["leakage/synth_all/fraction"] == 1.0
+    assert metrics["leakage/synth_all/fraction"] == 1.0 and "sky" in metrics["leakage/synth_all/names"]
+    headline = json.loads(Path(params.paths.curate_metrics).read_text())
+    assert headline["missed_recall"] == metrics["missed_recall/archive"] and headline["pairs"] == len(keys)
 
 
 def test_pretrain_and_results(pipeline):
@@ -81,7 +89,11 @@ def test_pretrain_and_results(pipeline):
         assert Path(params.paths.checkpoints, f"{variant}-s0.pt").is_file()
         curve = pd.read_csv(Path(params.paths.pretrain_curves) / f"{variant}-s0.csv")
         assert len(curve) >= 1 and np.isfinite(curve["loss"]).all()
-        summary = json.loads((Path(params.paths.pretrain_metrics) / f"{variant}-s0.json").read_text())
+        summary = json.loads((Path(params.paths.details) / "pretrain" / f"{variant}-s0.json").read_text())
+        headline = json.loads((Path(params.paths.pretrain_metrics) / f"{variant}-s0.json").read_text())
+        assert headline == {"loss": summary["final/loss"]}
+        assert not [k for k in summary if "per_s" in k or "second" in k or k == "resumed_from"]  # MLflow only
+        assert list(curve.columns) == ["step", "loss", "itc", "mlc", "lr"]  # no wall-clock column
         for bench in params.eval.active:
             result = json.loads((Path(params.paths.results) / variant / "s0" / f"{bench}.json").read_text())
             assert 0.0 <= result["mIoU"] <= 100.0
@@ -89,7 +101,7 @@ def test_pretrain_and_results(pipeline):
             assert result["protocol"].startswith(bench)
             assert list((Path(params.paths.results) / variant / "s0" / f"{bench}_examples").glob("*.png"))
         metrics = json.loads((Path(params.paths.eval_metrics) / f"{variant}-s0.json").read_text())  # DVC metrics
-        assert {b: metrics[b]["mIoU"] for b in params.eval.active} == {
+        assert {b: metrics[f"mIoU/{b}"] for b in params.eval.active} == {
             b: json.loads((Path(params.paths.results) / variant / "s0" / f"{b}.json").read_text())["mIoU"]
             for b in params.eval.active}
 
@@ -121,3 +133,99 @@ def test_segment_demo_writes_an_overlay(pipeline, tmp_path):
                            "--params", str(params_file)], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert Image.open(out).size[0] >= 256
+
+
+def default_metrics_files() -> list[tuple[str, dict]]:
+    """(path, matrix item) of every DVC metrics file of the default pipeline: dvc.yaml's `metrics:`
+    entries with `${...}` resolved from the repo's params.yaml, matrix stages expanded."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+    def lookup(name: str, item: dict):
+        node = {"item": item, **params}
+        for part in name.split("."):
+            node = node[part]
+        return node
+
+    def resolve(text: str, item: dict):
+        whole = re.fullmatch(r"\$\{([^}]+)\}", text)
+        if whole:
+            return lookup(whole[1], item)
+        return re.sub(r"\$\{([^}]+)\}", lambda m: str(lookup(m[1], item)), text)
+
+    out = []
+    for stage in stages.values():
+        matrix = {k: resolve(v, {}) for k, v in (stage.get("matrix") or {}).items()}
+        items = [dict(zip(matrix, combo)) for combo in itertools.product(*matrix.values())] if matrix else [{}]
+        for item in items:
+            for entry in stage.get("metrics", []):
+                out.append((resolve(next(iter(entry)) if isinstance(entry, dict) else entry, item), item))
+    # top-level `metrics:` folders hold one <variant>-s<seed>.json per configured run
+    runs = [{"variant": v, "seed": s} for s in params["pretrain"]["seeds"] for v in params["pretrain"]["variants"]]
+    for entry in yaml.safe_load((REPO / "dvc.yaml").read_text()).get("metrics", []):
+        folder = resolve(entry, {})
+        out += [(f"{folder}/{r['variant']}-s{r['seed']}.json", r) for r in runs]
+    return out
+
+
+def test_dvc_metrics_show_fits_200_columns(pipeline, tmp_path):
+    """`dvc metrics show` of the default pipeline's metrics files, with the contents this smoke run
+    wrote (a variant it did not train reuses baseline's file: same keys), is at most 200 wide."""
+    params_file, params = pipeline
+    smoke_root = Path(params.paths.pairs_metrics).parents[1]  # write_params: <tmp>/<the repo's relative path>
+    files = default_metrics_files()
+    default = yaml.safe_load((REPO / "params.yaml").read_text())["pretrain"]
+    runs = len(default["variants"]) * len(default["seeds"])
+    assert len(files) == 7 + 2 * runs  # 7 stages + pretrain and evaluate x every configured run
+    project = tmp_path / "project"
+    project.mkdir()
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=project, env=env, check=True)
+    for rel, item in files:
+        source = rel
+        if item.get("variant") not in (None, *params.pretrain.variants):
+            source = rel.replace(f"/{item['variant']}-", "/baseline-")
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        data = json.loads((smoke_root / source).read_text())
+        assert data and all(v is None or isinstance(v, (int, float)) for v in data.values()), rel  # flat numbers
+        shutil.copyfile(smoke_root / source, project / rel)
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"metrics": [rel for rel, _ in files]}))
+    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=project, env=env, capture_output=True, text=True,
+                           check=True).stdout
+    lines = shown.splitlines()
+    assert {line.split()[0] for line in lines[1:]} == {rel for rel, _ in files}  # a row per file
+    assert max(map(len, lines)) <= 200, shown
+
+
+COMMITTED = ("pairs_metrics", "details", "benchmarks_metrics", "teacher_metrics", "embed_metrics", "index_metrics",
+             "concepts_metrics", "curate_metrics", "pretrain_metrics", "pretrain_curves", "results", "eval_metrics",
+             "reports")
+
+
+def test_rerun_with_the_same_inputs_changes_no_committed_byte(pipeline):
+    """Every stage re-run on unchanged inputs rewrites its committed files (metrics, details, curves,
+    results, the report) byte for byte: no wall-clock field in any of them. Runs last: it re-runs
+    the module's pipeline in place."""
+    from pipelines import benchmarks, concepts, curate, embed, evaluate, index, pairs, pretrain, report, teacher
+
+    params_file, params = pipeline
+
+    def snapshot() -> dict[Path, bytes]:
+        out = {}
+        for key in COMMITTED:
+            root = Path(getattr(params.paths, key))
+            for f in [root] if root.is_file() else sorted(root.rglob("*")):
+                if f.is_file():
+                    out[f] = f.read_bytes()
+        return out
+
+    before = snapshot()
+    assert any("details" in str(f) for f in before) and any(f.suffix == ".csv" for f in before)
+    for stage in (pairs, benchmarks, teacher, embed, index, concepts, curate):
+        stage.main(params_file)
+    pretrain.main(params_file)
+    evaluate.main(params_file)
+    report.main(params_file)
+    after = snapshot()
+    assert sorted(after) == sorted(before)
+    assert [str(f) for f in before if after[f] != before[f]] == []

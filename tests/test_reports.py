@@ -231,7 +231,7 @@ def test_pipeline_main_reads_the_report_section(tmp_path: Path) -> None:
 
     cfg = make_inputs(tmp_path)
     params = write_params(tmp_path, paths={"results": cfg.results_dir, "pretrain_curves": cfg.curves_dir,
-                                           "reports": cfg.out_dir, "curate_metrics": cfg.curate_metrics})
+                                           "reports": cfg.out_dir, "details": str(Path(cfg.curate_metrics).parent)})
     stage.main(params)
     assert (Path(cfg.out_dir) / "results.md").is_file()
     assert "0.58" in (Path(cfg.out_dir) / "tables" / "curation.md").read_text()

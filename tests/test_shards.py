@@ -7,11 +7,16 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from cocu.data.manifest import index_shards
-from cocu.data.shards import RawSample, encode_jpeg, SkipCounter, iter_samples, list_shards, write_shards
+from cocu.data.pairs import index_corpus
+from cocu.config import PairsConfig
+from cocu.data.shards import (RawSample, SkipCounter, encode_jpeg, is_valid_key, iter_samples, key_problem,
+                              list_shards, split_member, write_shards)
+from cocu.training.data import shard_images
 
 
 def _jpeg(seed: int) -> bytes:
@@ -76,7 +81,7 @@ def test_each_bad_sample_is_skipped_and_counted(tmp_path):
     keys = [s.key for s in iter_samples(list_shards(tmp_path), counter)]
     assert keys == ["ok1", "ok2", "ok3"]
     assert counter.as_dict() == {
-        "truncated_image": 1, "non_utf8_caption": 1, "missing_caption": 2, "missing_image": 1,
+        "bad_key": 0, "truncated_image": 1, "non_utf8_caption": 1, "missing_caption": 2, "missing_image": 1,
         "duplicate_key": 0, "empty_shard": 2, "corrupt_shard": 0,
     }
     assert counter.examples["truncated_image"] == "000000.tar:trunc"
@@ -107,3 +112,102 @@ def test_duplicate_keys_are_counted(tmp_path):
 def test_missing_shard_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope")):
         list_shards(tmp_path / "nope")
+
+
+def _members(samples: list[tuple[str, bytes, bytes]]) -> list[tuple[str, bytes]]:
+    """(key, image, caption) -> tar members `<key>.jpg`, `<key>.txt` in that order."""
+    return [m for key, image, caption in samples for m in ((f"{key}.jpg", image), (f"{key}.txt", caption))]
+
+
+def test_adjacent_duplicate_key_is_counted_and_the_first_kept(tmp_path):
+    """23 samples, two adjacent ones share a key: 22 rows, one duplicate_key, the first copy kept."""
+    samples = [(f"k{i:03d}", _jpeg(i), f"caption {i}".encode()) for i in range(23)]
+    samples[6] = ("k005", _jpeg(6), b"the second k005")  # right after k005
+    path = _tar(tmp_path / "000000.tar", _members(samples))
+    stats = index_corpus([path], PairsConfig(source="webdataset", shards_glob=None, caption_key="txt", image_keys=("jpg", "jpeg", "png", "webp")), tmp_path / "manifest.parquet", name="pairs")
+    assert (stats.written, stats.valid) == (23, 22)
+    assert stats.skipped["duplicate_key"] == 1 and sum(stats.skipped.values()) == 1
+    frame = pd.read_parquet(tmp_path / "manifest.parquet")
+    assert frame.loc[frame["key"] == "k005", "caption"].tolist() == ["caption 5"]
+    assert frame["key"].is_unique
+
+
+def test_repeated_key_in_a_shard_keeps_its_first_sample_adjacent_or_not(tmp_path):
+    good = _jpeg(0)
+    _tar(tmp_path / "000000.tar", _members([
+        ("a", good, b"first a"), ("a", good, b"adjacent a"), ("b", good, b"b"), ("a", good, b"later a"),
+        ("c", good, b"\xff not utf-8"), ("c", good, b"valid c, but c's first sample in this shard was bad"),
+    ]))
+    _tar(tmp_path / "000001.tar", _members([
+        ("b", good, b"b again, in a later shard"),  # a valid repeat across shards: the manifest counts it
+        ("d", good, b"\xff bad d"),
+    ]))
+    _tar(tmp_path / "000002.tar", _members([("d", good, b"valid d in a later shard")]))  # first valid d
+    counter = SkipCounter()
+    frame = index_shards(list_shards(tmp_path), counter)
+    assert list(zip(frame["key"], frame["caption"])) == [
+        ("a", "first a"), ("b", "b"), ("d", "valid d in a later shard")]
+    assert list(frame["shard"]) == ["000000.tar", "000000.tar", "000002.tar"]
+    counts = counter.as_dict()
+    assert counts["duplicate_key"] == 4 and counts["non_utf8_caption"] == 2
+    assert counter.total_samples == 6
+
+
+def test_training_reader_yields_the_sample_the_manifest_kept(tmp_path):
+    """`cocu.training.data.shard_images` splits and dedups a shard as the manifest does."""
+    images = [_jpeg(i) for i in range(6)]
+    _tar(tmp_path / "000000.tar", _members([
+        ("a", images[0], b"a"), ("a", images[1], b"adjacent a"), ("b", images[2], b"b"),
+        ("a", images[3], b"later a"), ("c", images[4], b"\xff"), ("c", images[5], b"valid, too late")]))
+    frame = index_shards([tmp_path / "000000.tar"], SkipCounter())
+    skipped: dict[str, int] = {}
+    read = list(shard_images(str(tmp_path / "000000.tar"), ("jpg",), skipped))
+    assert [k for k, _ in read] == ["a", "b", "c"]  # one sample per key: the shard's first
+    assert dict(read)["a"] == images[0] and dict(read)["b"] == images[2]
+    assert set(frame["key"]) == {"a", "b"} and skipped == {"duplicate_key": 3}
+
+
+def test_utf8_bom_is_dropped_from_captions(tmp_path):
+    good = _jpeg(0)
+    _tar(tmp_path / "000000.tar", _members([
+        ("bom", good, "\ufeffa red ball".encode("utf-8")),
+        ("bomspace", good, "\ufeff  sky over sand \n".encode("utf-8")),
+        ("bomonly", good, "\ufeff".encode("utf-8")),  # nothing but the mark: no caption
+        ("inner", good, "a\ufeffb".encode("utf-8")),  # not a byte-order mark: kept as text
+    ]))
+    counter = SkipCounter()
+    got = {s.key: s.caption for s in iter_samples([tmp_path / "000000.tar"], counter)}
+    assert got == {"bom": "a red ball", "bomspace": "sky over sand", "inner": "a\ufeffb"}
+    assert counter.as_dict()["missing_caption"] == 1 and counter.total_samples == 1
+
+
+BAD_MEMBER_NAMES = ["../escape", "/abs/olute", "dir/key", "a\\b", "..\\up", "new\nline", "tab\tkey",
+                    "caf\udce9"]  # the last: name bytes that are not UTF-8, as tarfile decodes them
+
+
+@pytest.mark.parametrize("key", BAD_MEMBER_NAMES)
+def test_a_key_that_is_not_a_plain_name_is_skipped_and_counted(tmp_path, key):
+    good = _jpeg(0)
+    _tar(tmp_path / "000000.tar", _members([("ok1", good, b"fine"), (key, good, b"sneaky"), ("ok2", good, b"fine")]))
+    counter = SkipCounter()
+    frame = index_shards([tmp_path / "000000.tar"], counter)
+    assert list(frame["key"]) == ["ok1", "ok2"]
+    assert counter.as_dict()["bad_key"] == 1 and counter.total_samples == 1
+    read_as = split_member(f"{key}.jpg")[0]  # `..\\up.jpg` reads as key '' (webdataset: the first dot)
+    assert counter.examples["bad_key"] == f"000000.tar:{read_as!r}"
+
+
+@pytest.mark.parametrize("key", ["", ".", "..", "a.b", "nul\x00", "x" * 256, "é" * 128, "a/b", "C:\\x", "\x7f"])
+def test_key_problem_names_what_is_wrong(key):
+    assert key_problem(key) is not None and not is_valid_key(key)
+
+
+@pytest.mark.parametrize("key", ["000000000", "cc3m-00001-000000042", "k_1", "é" * 127, "x" * 255, "a b", "A:1"])
+def test_plain_keys_are_valid(key):
+    assert key_problem(key) is None and is_valid_key(key)
+
+
+def test_write_shards_refuses_a_key_that_would_not_read_back(tmp_path):
+    with pytest.raises(ValueError, match="path separator.*'../x'"):
+        write_shards([RawSample(key="../x", image=_jpeg(0), caption="c")], tmp_path, shard_size=2)
+    assert not list(tmp_path.rglob("*.jpg"))  # nothing written outside (or inside) the folder

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
 from pathlib import Path
 
 import mlflow
@@ -9,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from cocu.config import load_params
 from cocu.tracking import start_run, tracking_uri
-from cocu.tracking.mlflow_tracker import repo_root
+from cocu.tracking.mlflow_tracker import git_commit, is_server, repo_root
 
 from .conftest import REPO
 
@@ -47,3 +49,69 @@ def test_run_is_tagged_and_logged(mlflow_store):
     history = MlflowClient(tracking_uri=mlflow_store).get_metric_history(run_id, "loss")
     assert [(m.step, m.value) for m in history] == [(0, 1.5), (1, 0.5)]
     assert mlflow.get_experiment(got.info.experiment_id).name == params.tracking.experiment
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=cocu", "-c", "user.email=cocu@example.invalid", *args],
+                          cwd=root, capture_output=True, text=True, check=True).stdout
+
+
+DVC_LOCK = """schema: '2.0'
+stages:
+  pairs:
+    cmd: python pipelines/pairs.py
+    outs:
+    - path: metrics/pairs.json
+      hash: md5
+      md5: 0
+    - path: results/cocu/s0
+      hash: md5
+      md5: 0
+"""
+
+
+def test_dirty_means_code_or_config_not_pipeline_outputs(tmp_path):
+    """`-dirty` flags a changed tracked file that is not an output `dvc.lock` records."""
+    git(tmp_path, "init", "-q")
+    for name, text in {"dvc.lock": DVC_LOCK, "metrics/pairs.json": "{}\n", "results/cocu/s0/voc.json": "{}\n",
+                       "results/cocu/s0.json": "{}\n", "params.yaml": "a: 1\n", "cocu/x.py": "x = 1\n",
+                       "metrics/pairs.json.md": "notes\n"}.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "init")
+    head = git(tmp_path, "rev-parse", "HEAD").strip()
+    assert git_commit(tmp_path) == head
+    (tmp_path / "metrics/pairs.json").write_text('{"pairs": 2}\n')  # a stage rewrote its metrics
+    (tmp_path / "results/cocu/s0/voc.json").write_text('{"mIoU": 3}\n')  # a file inside an output folder
+    (tmp_path / "dvc.lock").write_text(DVC_LOCK + "# changed\n")
+    (tmp_path / "untracked.txt").write_text("new\n")
+    assert git_commit(tmp_path) == head
+    for name in ("params.yaml", "cocu/x.py", "results/cocu/s0.json", "metrics/pairs.json.md"):  # not outputs
+        before = (tmp_path / name).read_text()
+        (tmp_path / name).write_text(before + "# edit\n")
+        assert git_commit(tmp_path) == head + "-dirty", name
+        (tmp_path / name).write_text(before)
+    git(tmp_path, "mv", "results/cocu/s0/voc.json", "results/cocu/s0/voc20.json")  # renamed inside an output
+    assert git_commit(tmp_path) == head
+    git(tmp_path, "mv", "cocu/x.py", "cocu/y.py")  # a staged rename of code
+    assert git_commit(tmp_path) == head + "-dirty"
+
+
+def test_dirty_without_dvc_lock_counts_every_tracked_change(tmp_path):
+    git(tmp_path, "init", "-q")
+    (tmp_path / "metrics.json").write_text("{}\n")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "init")
+    (tmp_path / "metrics.json").write_text('{"a": 1}\n')
+    assert git_commit(tmp_path).endswith("-dirty")
+    assert git_commit(Path("/")) == "unknown"
+
+
+def test_tracking_uri_from_params_names_a_server(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = load_params(REPO / "params.yaml")
+    server = dataclasses.replace(params, tracking=dataclasses.replace(params.tracking, uri="http://login01:5000"))
+    assert tracking_uri(server) == "http://login01:5000" and is_server(tracking_uri(server))
+    assert not is_server(tracking_uri(params)) and tracking_uri(params).startswith("sqlite:///")
+    assert is_server("HTTPS://mlflow.example.org")

@@ -27,7 +27,12 @@ def index_shards(
     caption_key: str = "txt",
     progress: Iterable | None = None,
 ) -> pd.DataFrame:
-    """Validate every sample (full image decode, UTF-8 caption) and index the valid ones."""
+    """Validate every sample (key, full image decode, UTF-8 caption) and index the valid ones.
+
+    A key's row is its first valid sample in shard order; a valid sample whose key already has a
+    row is skipped and counted as `duplicate_key` (repeats inside one shard are counted by the
+    reader, `cocu.data.shards.iter_samples`).
+    """
     rows: list[tuple[str, str, str]] = []
     seen: set[str] = set()
     for sample in iter_samples(shards, counter, image_keys=image_keys, caption_key=caption_key, decode=False):

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CorpusStats:
-    """What a corpus build wrote and read back; goes to the stage metrics and MLflow."""
+    """What a corpus build wrote and read back: the stage's metrics, details and MLflow run."""
 
     name: str
     shards: int = 0
@@ -35,9 +35,19 @@ class CorpusStats:
     skipped: dict[str, int] = field(default_factory=dict)
     mention_rate: float | None = None  # synthetic: named / present concepts
     present_per_image: float | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall clock: MLflow only, never a committed file
+
+    def as_details(self) -> dict[str, object]:
+        """Everything but the wall clock, for the committed details file (same inputs: same bytes)."""
+        out: dict[str, object] = {"shards": self.shards, "written": self.written, "valid": self.valid,
+                                  "skipped": dict(self.skipped)}
+        if self.mention_rate is not None:
+            out["mention_rate"] = self.mention_rate
+            out["present_per_image"] = float(self.present_per_image or 0.0)
+        return out
 
     def as_metrics(self) -> dict[str, float]:
+        """Flat `<name>/...` numbers for MLflow, the wall clock included."""
         out: dict[str, float] = {f"{self.name}/{k}": float(v) for k, v in
                                  (("shards", self.shards), ("written", self.written), ("valid", self.valid),
                                   ("seconds", self.seconds))}
@@ -48,11 +58,30 @@ class CorpusStats:
         return out
 
 
+def headline(stats: CorpusStats) -> dict[str, int]:
+    """The `pairs` stage's DVC metrics (kept short: `dvc metrics show` is one table of every file):
+    the manifest's rows and how many samples and shards were skipped; reasons are in the details."""
+    return {"pairs": stats.valid, "skipped": int(sum(stats.skipped.values()))}
+
+
+def world_key(stream: str, index: int) -> str:
+    """The shard key of sample `index` of a world stream: `pairs00000042`."""
+    return f"{stream}{index:08d}"
+
+
+def world_index(stream: str, key: str) -> int:
+    """Inverse of `world_key`; a key of another stream or form is a ValueError naming it."""
+    digits = key.removeprefix(stream)
+    if digits == key or len(digits) != 8 or not digits.isdigit():
+        raise ValueError(f"{key!r} is not a key of the synthetic stream {stream!r}")
+    return int(digits)
+
+
 def _world_samples(
     cfg: WorldConfig, n: int, stream: str, truth: list[tuple[str, tuple[str, ...], tuple[str, ...]]]
 ) -> Iterator[RawSample]:
     for i, sample in enumerate(world.generate(cfg, n, stream)):
-        key = f"{stream}{i:08d}"
+        key = world_key(stream, i)
         truth.append((key, sample.present, sample.mentioned))
         yield RawSample(key=key, image=encode_jpeg(sample.image, cfg.jpeg_quality), caption=sample.caption)
 
@@ -83,17 +112,45 @@ def write_empty_corpus(shards_dir: Path, manifest_path: Path) -> None:
     manifest.write_manifest(pd.DataFrame({c: pd.Series(dtype=str) for c in manifest.TRAINING_COLUMNS}), manifest_path)
 
 
-def real_gallery(shards: list[Path], cfg: PairsConfig, path: Path, n: int = 12) -> None:
-    """The first `n` readable pairs of real shards, as a PNG grid."""
-    from itertools import islice
+def synthetic_gallery(cfg: WorldConfig, manifest_path: Path, path: Path, stream: str = "pairs",
+                      n: int = 12) -> list[str]:
+    """The first `n` manifest rows of a synthetic corpus with their hidden label maps, as a PNG grid.
 
+    Only manifest rows are shown (a sample the validator dropped never is): each row's world
+    sample is redrawn from its key, with the caption the manifest holds. Returns the keys shown.
+    """
+    import dataclasses
+
+    from cocu.data.gallery import write_gallery
+
+    rows = manifest.read_manifest(manifest_path).head(n)
+    samples = [dataclasses.replace(next(world.generate(cfg, 1, stream, start=world_index(stream, key))), caption=caption)
+               for key, caption in zip(rows["key"], rows["caption"])]
+    write_gallery(samples, path, n)
+    return rows["key"].tolist()
+
+
+def real_gallery(shards: list[Path], cfg: PairsConfig, manifest_path: Path, path: Path, n: int = 12) -> list[str]:
+    """The first `n` manifest rows of real shards (image and caption), as a PNG grid; returns their keys.
+
+    Samples are read back from the shards and shown only where (key, shard) is a manifest row, so a
+    repeat the manifest dropped is not shown in its place.
+    """
     import numpy as np
 
     from cocu.data.gallery import write_pair_gallery
     from cocu.data.shards import iter_samples
 
-    samples = list(islice(iter_samples(shards, None, cfg.image_keys, cfg.caption_key), n))
+    frame = manifest.read_manifest(manifest_path)
+    rows = set(zip(frame["key"], frame["shard"]))
+    samples = []
+    for s in iter_samples(shards, None, cfg.image_keys, cfg.caption_key):
+        if (s.key, s.shard) in rows:
+            samples.append(s)
+            if len(samples) == n:
+                break
     write_pair_gallery([np.asarray(s.image) for s in samples], [s.caption for s in samples], path, n)
+    return [s.key for s in samples]
 
 
 def find_real_shards(cfg: PairsConfig, shards_dir: Path) -> list[Path]:

@@ -4,6 +4,18 @@ A shard is a plain tar whose members are `<key>.<ext>` (webdataset's convention,
 writes them): here `<key>.jpg` (or another image extension) and `<key>.txt` (the caption).
 Reading never crashes on a bad sample and never drops one silently: every skip is counted by
 reason in a `SkipCounter`, which the stages write to their metrics and MLflow runs.
+
+Keys and repeats:
+- a key must be a plain name (`is_valid_key`): no path separator, no control character (NUL
+  included), UTF-8, at most 255 bytes. Anything else (`../escape`, `/abs/x`, `a\\b`) is skipped
+  as `bad_key`; keys are data only, never a file path, and this keeps them so.
+- within one shard, the first sample with a key is that shard's sample for the key; every later
+  one (adjacent or not, valid or not) is skipped as `duplicate_key`. Two adjacent samples with
+  the same key are two samples (a member extension seen twice starts the second one), not one.
+- across shards, the manifest keeps the first *valid* sample of a key in shard order and skips
+  later valid ones as `duplicate_key` (`cocu.data.manifest.index_shards`). Readers that stream
+  the shards again (embed, training) follow the same rule through the manifest's `shard` column.
+- a caption's leading UTF-8 byte-order mark is dropped (it is valid UTF-8, not counted).
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import io
 import logging
 import tarfile
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,11 +38,12 @@ log = logging.getLogger(__name__)
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG must fail to decode, so it is counted
 
 SKIP_REASONS = (
+    "bad_key",  # a key that is not a plain name (path separator, control character, ...): never a path
     "truncated_image",  # image bytes that do not decode completely
     "non_utf8_caption",  # caption bytes that are not UTF-8
     "missing_caption",  # an image without caption member (or an empty caption)
     "missing_image",  # a caption without an image member
-    "duplicate_key",  # a key already seen in an earlier shard (the first one is kept)
+    "duplicate_key",  # a key seen before: earlier in the same shard, or valid in an earlier shard
     "empty_shard",  # a shard with no samples at all
     "corrupt_shard",  # a tar that cannot be read (to the end); samples read before the error are kept
 )
@@ -71,6 +85,39 @@ class RawSample:
     caption: str
 
 
+MAX_KEY_BYTES = 255  # a file name's limit on common filesystems
+
+
+def key_problem(key: str) -> str | None:
+    """Why `key` is not a plain sample key, or None when it is one.
+
+    A key is data: it names a sample inside its shard and is never joined to a path. It must be
+    non-empty UTF-8 of at most MAX_KEY_BYTES bytes, without `/` or `\\` (so neither absolute nor
+    `..`), without `.` (webdataset splits a member name at its first dot, so a dotted key does not
+    survive a round trip), and without control characters (NUL, newline, ...).
+    """
+    if not key:
+        return "empty key"
+    try:
+        raw = key.encode("utf-8")
+    except UnicodeEncodeError:  # tarfile decodes undecodable name bytes to lone surrogates
+        return "key is not UTF-8"
+    if len(raw) > MAX_KEY_BYTES:
+        return f"key longer than {MAX_KEY_BYTES} bytes"
+    if "/" in key or "\\" in key:
+        return "key holds a path separator"
+    if "." in key:
+        return "key holds a dot"
+    if any(unicodedata.category(c) == "Cc" for c in key):
+        return "key holds a control character"
+    return None
+
+
+def is_valid_key(key: str) -> bool:
+    """True for a plain sample key (see `key_problem`)."""
+    return key_problem(key) is None
+
+
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
     """[H, W, 3] uint8 -> JPEG bytes (baseline, no optimisation passes: deterministic and fast)."""
     buf = io.BytesIO()
@@ -85,7 +132,8 @@ def shard_name(index: int) -> str:
 def write_shards(samples: Iterable[RawSample], out_dir: Path, shard_size: int) -> list[Path]:
     """Write samples into `out_dir/000000.tar, ...` with `shard_size` samples each.
 
-    Byte-deterministic: fixed mtime, owner and mode, members in sample order.
+    Byte-deterministic: fixed mtime, owner and mode, members in sample order. A key that is not a
+    plain name (`key_problem`) is a ValueError: it would not read back as the same key.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +143,9 @@ def write_shards(samples: Iterable[RawSample], out_dir: Path, shard_size: int) -
     writer: wds.TarWriter | None = None
     handle = None
     for i, sample in enumerate(samples):
+        problem = key_problem(sample.key)
+        if problem is not None:
+            raise ValueError(f"sample {i}: {problem}: {sample.key!r}")
         if i % shard_size == 0:
             if writer is not None:
                 writer.close()
@@ -125,7 +176,8 @@ def split_member(name: str) -> tuple[str, str]:
 
 
 def _iter_groups(path: Path, counter: SkipCounter) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {ext: bytes}) for consecutive members sharing a key; corrupt tars are counted."""
+    """(key, {ext: bytes}) per sample: consecutive members sharing a key, until an extension repeats
+    (`a.jpg a.txt a.jpg a.txt` is two samples `a`, not one); corrupt tars are counted."""
     if path.stat().st_size == 0:
         counter.add("empty_shard", path.name)
         return
@@ -136,7 +188,7 @@ def _iter_groups(path: Path, counter: SkipCounter) -> Iterator[tuple[str, dict[s
                 if not member.isfile():
                     continue
                 k, ext = split_member(member.name)
-                if k != key:
+                if k != key or ext in group:
                     if key is not None:
                         n += 1
                         yield key, group
@@ -160,24 +212,39 @@ def iter_samples(
     caption_key: str = "txt",
     decode: bool = True,
 ) -> Iterator[Sample]:
-    """Valid samples of `shards` in order; every invalid one is skipped and counted in `counter`."""
+    """Valid samples of `shards` in order; every invalid one is skipped and counted in `counter`.
+
+    A bad key, and a key already seen in the same shard, are skipped before anything is decoded
+    (module docstring); a valid key repeated across shards is left to the manifest to count.
+    """
     counter = counter if counter is not None else SkipCounter()
     for path in shards:
         path = Path(path)
+        seen: set[str] = set()  # keys of this shard so far (a shard holds thousands, not millions)
         for key, group in _iter_groups(path, counter):
+            if not is_valid_key(key):
+                counter.add("bad_key", f"{path.name}:{key!r}")
+                continue
             where = f"{path.name}:{key}"
+            if key in seen:
+                counter.add("duplicate_key", where)
+                continue
+            seen.add(key)
             image_ext = next((e for e in image_keys if e in group), None)
             if image_ext is None:
                 counter.add("missing_image", where)
                 continue
             raw_caption = group.get(caption_key)
-            if raw_caption is None or not raw_caption.strip():
+            if raw_caption is None:
                 counter.add("missing_caption", where)
                 continue
             try:
-                caption = raw_caption.decode("utf-8").strip()
+                caption = raw_caption.decode("utf-8").removeprefix("\ufeff").strip()  # a leading BOM is no text
             except UnicodeDecodeError:
                 counter.add("non_utf8_caption", where)
+                continue
+            if not caption:
+                counter.add("missing_caption", where)
                 continue
             try:
                 image = Image.open(io.BytesIO(group[image_ext]))

@@ -71,8 +71,17 @@ counts (for paired comparisons) to `<counts_root>/<name>.counts.npz`."""
 
 def segment_image(image: np.ndarray, classes: Sequence[str], checkpoint: Path | str, card: ProtocolCard,
                   mean: Sequence[float], std: Sequence[float], device: torch.device = torch.device("cpu")) -> np.ndarray:
-    """The demo: segment one image [H, W, 3] uint8 into `classes` (ids index `classes`)."""
-    model, cfg = load_model(checkpoint, device)
+    """The demo: segment one image [H, W, 3] uint8 into `classes` (ids index `classes`).
+
+    No class to segment into (none given, or only `background` under a card with a background) and
+    an image that is not [H, W, 3] uint8 are ValueErrors saying so, before the model is loaded.
+    """
     names = [c for c in classes if c != "background"] if card.has_background else list(classes)
+    if not names:
+        raise ValueError(f"no class to segment into: got {list(classes)} (give at least one class name"
+                         + (" besides background)" if card.has_background else ")"))
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8 or 0 in image.shape:
+        raise ValueError(f"expected an image array [H, W, 3] uint8, got {image.dtype} {list(image.shape)}")
+    model, cfg = load_model(checkpoint, device)
     text = class_embeddings(model.encode_text, build_tokenizer(cfg.text), names, templates_for(card), device=device)
     return segment(model, image, text, card, scale=model.scale(), mean=mean, std=std)

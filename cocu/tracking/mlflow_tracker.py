@@ -2,7 +2,10 @@
 
 The embedded default store is a SQLite file at the repository root, addressed by an absolute
 URI so that `dvc exp run --temp/--queue` (which run in `.dvc/tmp/exps/...` copies of the repo)
-log into the same store as `dvc repro`. `MLFLOW_TRACKING_URI` overrides everything.
+log into the same store as `dvc repro`. On a cluster, `tracking.uri: http://host:port` names an
+MLflow tracking server instead: every process, SLURM jobs included (they re-read the params
+file), logs through it, and artifacts go to the server's artifact store. `MLFLOW_TRACKING_URI`
+overrides everything.
 """
 
 from __future__ import annotations
@@ -108,16 +111,67 @@ def tracking_uri(params: Params, root: Path | None = None) -> str:
     return f"sqlite:///{(root / params.paths.mlflow_db).resolve().as_posix()}"
 
 
+def dvc_outputs(root: Path) -> list[str]:
+    """What the pipeline itself writes, relative to `root`: `dvc.lock` and every output it records
+    (files and folders, metrics and plots included). Empty without a `dvc.lock`."""
+    import yaml
+
+    lock = root / "dvc.lock"
+    try:
+        data = yaml.safe_load(lock.read_text()) if lock.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return ["dvc.lock"]
+    stages = data.get("stages") if isinstance(data, dict) else None
+    if not isinstance(stages, dict):
+        return ["dvc.lock"] if lock.is_file() else []
+    outs = {o["path"] for st in stages.values() if isinstance(st, dict) for o in st.get("outs") or []
+            if isinstance(o, dict) and isinstance(o.get("path"), str)}
+    return ["dvc.lock", *sorted(p.rstrip("/") for p in outs)]
+
+
+def changed_files(root: Path) -> list[str]:
+    """Tracked files whose work-tree or index state differs from HEAD, relative to `root`."""
+    done = subprocess.run(["git", "status", "--porcelain=v1", "-z", "--untracked-files=no"], cwd=root,
+                          capture_output=True, check=True)
+    entries = done.stdout.decode("utf-8", "surrogateescape").split("\0")
+    out, i = [], 0
+    while i < len(entries):
+        entry = entries[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        out.append(entry[3:])
+        if entry[0] in "RC":  # a rename or copy: the next entry is its source path
+            out.append(entries[i])
+            i += 1
+    return out
+
+
+def is_server(uri: str) -> bool:
+    """True for an MLflow tracking server (`http://host:port`, `https://...`), not a local store."""
+    return uri.lower().startswith(("http://", "https://"))
+
+
 def git_commit(root: Path | None = None) -> str:
-    """HEAD's sha (with `-dirty` when the work tree has changes), or `unknown` outside git."""
+    """HEAD's sha, with `-dirty` when the code or configuration the run uses differs from it; or
+    `unknown` outside git.
+
+    Dirty means a tracked file other than the pipeline's own outputs has changed (`dvc_outputs`:
+    `dvc.lock` and the metrics, plots and results it records, which `dvc repro` rewrites stage by
+    stage before later stages open their runs). A changed `params.yaml` (`dvc exp run -S ...`) or
+    source file is dirty; a stage's rewritten metrics file is not.
+    """
     root = root or repo_root()
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True)
+        changed = changed_files(root)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    outputs = dvc_outputs(root)
+    code = [p for p in changed if not any(p == o or p.startswith(o + "/") for o in outputs)]
+    if code:
+        log.info("git work tree differs from HEAD in %d tracked file(s), e.g. %s", len(code), code[0])
+    return sha.stdout.strip() + ("-dirty" if code else "")
 
 
 @contextmanager
@@ -132,13 +186,15 @@ def start_run(
     import mlflow
 
     root = repo_root()
-    mlflow.set_tracking_uri(tracking_uri(params, root))
+    uri = tracking_uri(params, root)
+    mlflow.set_tracking_uri(uri)
     experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
     if experiment is None:
-        # an absolute artifact location, so runs from temp experiment copies keep their artifacts
-        artifacts = (root / "mlruns").resolve().as_uri()
+        # a local store: an absolute artifact folder, so runs from temp experiment copies keep their
+        # artifacts; a tracking server: its own artifact store (it serves artifacts over HTTP)
+        where = {} if is_server(uri) else {"artifact_location": (root / "mlruns").resolve().as_uri()}
         try:
-            mlflow.create_experiment(params.tracking.experiment, artifact_location=artifacts)
+            mlflow.create_experiment(params.tracking.experiment, **where)
         except mlflow.exceptions.MlflowException:  # created concurrently by another stage
             pass
     mlflow.set_experiment(params.tracking.experiment)

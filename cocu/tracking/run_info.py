@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,34 @@ def write_json(path: Path | str, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(_clean(data), indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
+
+
+def write_metrics(path: Path | str, metrics: Mapping[str, float | int | None]) -> None:
+    """Write a stage's DVC metrics file: a flat object of a few numbers.
+
+    `dvc metrics show` prints every metrics file of the pipeline as one table whose columns are the
+    union of their keys, so each file keeps a handful of headline numbers (shared names such as
+    `pairs`, `skipped`, `loss` share a column); counts by reason, lists, per-class values and
+    histories go to the stage's details file (`write_json`) and MLflow, wall-clock times to MLflow
+    only. A nested value, list or string here is a ValueError naming the key.
+    """
+    for key, value in metrics.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"{path}: metric {key!r} must be a number, got {type(value).__name__}: "
+                             "put it in the stage's details file")
+    write_json(path, dict(metrics))
+
+
+def numeric_leaves(data: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """{'a': {'b': 1, 'c': 'x', 'd': [1]}} -> {'a/b': 1.0}: the numbers of a details object, for MLflow."""
+    out: dict[str, float] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(numeric_leaves(value, name + "/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[name] = float(value)
+    return out
 
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:

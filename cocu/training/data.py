@@ -180,18 +180,30 @@ def shard_images(path: str, image_keys: Sequence[str],
                  skipped: dict[str, int]) -> Iterator[tuple[str, bytes | None]]:
     """(key, image bytes or None) per sample of a shard, the first of `image_keys` present.
 
-    A tar that breaks is counted as `corrupt_shard` in `skipped`; the samples before the break
-    are kept and the one being read is dropped (as `cocu.data.shards` does when indexing).
+    Samples split as `cocu.data.shards` splits them (a repeated member extension starts a new
+    sample), and only a key's first sample in the shard is yielded (later ones are counted as
+    `duplicate_key`): the one the manifest can hold. A tar that breaks is counted as
+    `corrupt_shard` in `skipped`; the samples before the break are kept and the one being read
+    is dropped (as `cocu.data.shards` does when indexing).
     """
     wanted = set(image_keys)
-    key, group = None, {}
+    key, group, exts, seen = None, {}, set(), set()
+
+    def first(key: str, group: dict[str, bytes]) -> Iterator[tuple[str, bytes | None]]:
+        if key in seen:
+            skipped["duplicate_key"] = skipped.get("duplicate_key", 0) + 1
+            return
+        seen.add(key)
+        yield key, next((group[e] for e in image_keys if e in group), None)
+
     try:
         for name, data in read_tar(path, lambda n: split_member(n)[1] in wanted):
             k, ext = split_member(name)
-            if k != key:
+            if k != key or ext in exts:
                 if key is not None:
-                    yield key, next((group[e] for e in image_keys if e in group), None)
-                key, group = k, {}
+                    yield from first(key, group)
+                key, group, exts = k, {}, set()
+            exts.add(ext)
             if data is not None:
                 group[ext] = data
     except (ShardError, OSError, ValueError) as e:
@@ -199,7 +211,7 @@ def shard_images(path: str, image_keys: Sequence[str],
         log.warning("stopped reading %s: %s", path, e)
         return
     if key is not None:
-        yield key, next((group[e] for e in image_keys if e in group), None)
+        yield from first(key, group)
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ from cocu.training.runs import run_name, run_outputs
 
 log = logging.getLogger(__name__)
 
-CURVE_COLUMNS = ("step", "loss", "itc", "mlc", "lr", "images_per_s")
+CURVE_COLUMNS = ("step", "loss", "itc", "mlc", "lr")  # the committed curve: no wall-clock column
+TIMINGS = ("images_per_s",)  # logged metrics that measure the machine, not the run: MLflow only
 
 
 def fingerprint(params: Params, variant: str, seed: int, inputs: list[Path]) -> str:
@@ -151,6 +152,7 @@ def run_pretraining(params: Params, variant: str, seed: int) -> dict[str, Any]:
                 result = _train(model, train_cfg, data, run_dir, dist, device, tracker)
                 summary = _finish(params, model, result, out, variant, seed, getattr(data.prompts, "summary", {}))
                 mlflow_run.log_metrics({f"final/{k}": v for k, v in result.metrics.items()})
+                mlflow_run.set_tags({"resumed_from": result.resumed_from})
                 mlflow_run.log_artifact(out["curve"])
         else:
             result = _train(model, train_cfg, data, run_dir, dist, device, NullTracker())
@@ -227,16 +229,24 @@ def _train(model, cfg, data, run_dir: Path, dist: DistInfo, device, tracker) -> 
 
 def _finish(params: Params, model: torch.nn.Module, result: TrainResult, out: dict[str, Path], variant: str,
             seed: int, summary_of_prompts: Mapping[str, float]) -> dict[str, Any]:
-    """Export the final weights (model + its config) and write the committed metrics and curve."""
+    """Export the final weights (model + its config) and write the committed metrics, details and curve.
+
+    The committed files hold what the run computed, never how it went (throughput, where it
+    resumed): an identical re-run, resumed or not, rewrites them byte for byte. The returned
+    summary adds `resumed_from`, which MLflow keeps.
+    """
+    from cocu.tracking.run_info import write_json, write_metrics
+
     out["checkpoint"].parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint({"model": model.state_dict(), "model_config": to_dict(params.model), "variant": variant,
                      "seed": seed, "step": result.step}, out["checkpoint"])
-    summary = {"variant": variant, "seed": seed, "steps": result.step, "resumed_from": result.resumed_from,
+    final = {k: v for k, v in result.metrics.items() if k not in TIMINGS}
+    details = {"variant": variant, "seed": seed, "steps": result.step,
                "checkpoint_sha256": sha256_file(out["checkpoint"]), "profile": params.run.profile,
-               **{f"final/{k}": v for k, v in result.metrics.items()},
+               **{f"final/{k}": v for k, v in final.items()},
                **{f"prompts/{k}": v for k, v in summary_of_prompts.items()}}
-    out["metrics"].parent.mkdir(parents=True, exist_ok=True)
-    out["metrics"].write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_metrics(out["metrics"], {"loss": final.get("loss")})
+    write_json(out["details"], details)
     out["curve"].parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out["run_dir"] / "curve.csv", out["curve"])
-    return summary
+    return {**details, "resumed_from": result.resumed_from}

@@ -18,8 +18,10 @@ def configured_runs(params: Params) -> list[tuple[str, int]]:
 
 
 def run_outputs(params: Params, variant: str, seed: int) -> dict[str, Path]:
-    """Where a run writes: its resume folder, final weights, metrics json and loss curve."""
+    """Where a run writes: its resume folder, final weights, metrics json (DVC metrics), details json
+    and loss curve."""
     name = run_name(variant, seed)
     return {"run_dir": Path(params.paths.runs) / name, "checkpoint": Path(params.paths.checkpoints) / f"{name}.pt",
             "metrics": Path(params.paths.pretrain_metrics) / f"{name}.json",
-            "curve": Path(params.paths.pretrain_curves) / f"{name}.csv"}
+            "curve": Path(params.paths.pretrain_curves) / f"{name}.csv",
+            "details": Path(params.paths.details) / "pretrain" / f"{name}.json"}

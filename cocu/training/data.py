@@ -7,9 +7,8 @@ Captions come from the manifest. Decoding and augmentation run in the DataLoader
 
 Epoch plan (everything is computed from the manifest, nothing from a hard-coded length):
 
-- Each rank reads `V = max(1, workers)` *streams*; stream `v` of rank `r` is DataLoader worker `v`.
-  Batch `j` of an epoch (per rank) is local batch `j // V` of stream `j % V`, which is the order
-  in which a DataLoader hands out the batches of its workers (round robin).
+- Each rank divides its epoch into `V = data.streams` *streams*. Batch `j` of an epoch (per rank)
+  is local batch `j // V` of stream `j % V`.
 - `split: shards`: every stream owns whole shards (the same ones every epoch; greedy largest-first
   balancing by the manifest's per-shard counts), reads them in a per-epoch random order and
   shuffles its samples with a buffer. `split: samples`: every stream reads all shards and keeps
@@ -20,8 +19,18 @@ Epoch plan (everything is computed from the manifest, nothing from a hard-coded 
   and at most that in `shards` mode (bounded by what the smallest stream can fill). Every rank
   gets exactly `S` batches, the remainder is dropped, and no sample is used twice in an epoch,
   so DDP ranks never wait on each other at an epoch's end.
+- Workers serve streams, they do not define them: a DataLoader with `W = data.workers` processes
+  hands out batches round robin, so worker `w` serves positions `start + w, start + w + W, ...`;
+  `W` must divide `V`, so that all batches of a stream in an epoch fall to one worker, which
+  reads its `V / W` streams interleaved. `W = 0` reads every stream in the training process. The
+  batch sequence is therefore a function of (manifest, shards, `streams`, `split`,
+  `shuffle_buffer`, seed, batch size, world size, rank) and the same for every worker count.
 - Randomness is seeded, never global: the shard order and shuffle buffer by (seed, epoch, rank,
   stream), the crop/flip/jitter/erasing and the prompt sampling of a sample by (seed, epoch, key).
+  Nothing draws from the global RNGs of the training process: the DataLoader takes the worker
+  base seed from its own generator (seeded by (seed, rank)), not from torch's global generator,
+  so that creating the iterator at step 0 or on resume leaves the training RNG stream (Gumbel
+  noise, drop path) where an uninterrupted run has it.
 - Only samples whose (shard, key) is a manifest row are used (the `pairs` stage validated those);
   others are skipped and counted. A shard that yields fewer manifest rows than recorded is an error.
 - Resume: `make_batches(s)` yields exactly `make_batches(0)` from its item `s` on; the skipped
@@ -104,6 +113,17 @@ def plan_split(shard_counts: Sequence[int], world_size: int, streams: int, batch
     if mode != "samples":
         raise ValueError(f"unknown split mode {mode!r} (auto | shards | samples)")
     return SplitPlan("samples", streams, nominal, ())
+
+
+def check_workers(streams: int, workers: int) -> None:
+    """`workers` (0 = in process) must divide `streams`: each worker then serves whole streams."""
+    if streams < 1:
+        raise ValueError(f"data.streams must be >= 1, got {streams}")
+    if workers < 0 or (workers > 0 and streams % workers):
+        fits = max(w for w in range(1, min(max(workers, 1), streams) + 1) if streams % w == 0)
+        raise ValueError(f"data.workers ({workers}) cannot serve data.streams ({streams}): the worker count "
+                         f"must be 0 or divide the stream count (e.g. data.workers: {fits}); changing "
+                         f"data.streams changes the batch order, changing data.workers does not")
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,7 +279,8 @@ class PretrainData:
         self.row_of = {k: i for i, k in enumerate(self.keys)}
         self.shard_of_url = {p: i for i, p in enumerate(self.shard_paths)}
         counts = np.bincount(self.row_shard, minlength=len(names))
-        self.plan = plan_split(counts, world_size, max(1, cfg.workers), batch_size, cfg.split)
+        check_workers(cfg.streams, cfg.workers)
+        self.plan = plan_split(counts, world_size, cfg.streams, batch_size, cfg.split)
         self.steps_per_epoch = self.plan.steps_per_epoch
         self._tokens: TokenCache | None = None
         log.info("data: %d pairs in %d shards, split %s, %d streams/rank, %d steps/epoch of %d x %d",
@@ -279,24 +300,44 @@ class PretrainData:
         in this rank's batches since the start of training (epoch = index // steps_per_epoch)."""
         if self.cfg.workers == 0:
             return self._worker_batches(0, 1, start_batch, stop_batch)
+        # its own generator: DataLoader draws the workers' base seed from it when the iterator is
+        # made; by default it would draw from torch's global RNG, one draw at step 0 in an
+        # uninterrupted run and one at step s after a resume, shifting the training RNG stream
+        loader_rng = torch.Generator().manual_seed(_seed(self.seed, self.rank, "loader"))
         loader = DataLoader(_Batches(self, start_batch, stop_batch), batch_size=None,
                             num_workers=self.cfg.workers, pin_memory=self.pin_memory,
-                            prefetch_factor=self.cfg.prefetch)
+                            prefetch_factor=self.cfg.prefetch, generator=loader_rng)
         return iter(loader)
 
     # -- inside a worker -------------------------------------------------------------------
 
     def _worker_batches(self, worker: int, workers: int, start: int, stop: int | None) -> Iterator[dict]:
-        """The batches worker `worker` serves: start + worker, start + worker + V, ..."""
+        """The batches that server `worker` of `workers` yields: positions start + worker,
+        start + worker + workers, ... (a DataLoader's round robin). `workers` divides V, so the
+        positions of one stream within an epoch all fall to one server: it keeps each of its
+        streams open and takes their batches in turn."""
         steps, streams = self.steps_per_epoch, self.plan.streams
-        assert workers == streams, (workers, streams)
+        check_workers(streams, workers)
+        open_streams: dict[int, tuple[Iterator[dict], list[int]]] = {}  # stream -> (batches, [left])
+        epoch_open = -1
         g = start + worker
         while stop is None or g < stop:
             epoch, j = divmod(g, steps)
-            end = (epoch + 1) * steps if stop is None else min((epoch + 1) * steps, stop)
-            count = len(range(g, end, streams))
-            yield from self._stream_batches(epoch, j % streams, j // streams, count)
-            g += count * streams
+            if epoch != epoch_open:
+                open_streams.clear()
+                epoch_open = epoch
+            stream = j % streams
+            if stream not in open_streams:
+                end = steps if stop is None else min(steps, stop - epoch * steps)
+                count = len(range(j, end, streams))  # all of them are this server's (workers | V)
+                open_streams[stream] = self._stream_batches(epoch, stream, j // streams, count), [count]
+            batches, left = open_streams[stream]
+            yield next(batches)
+            left[0] -= 1
+            if left[0] == 0:  # run the stream to its end (it logs what it skipped)
+                next(batches, None)
+                del open_streams[stream]
+            g += workers
 
     def _stream_rows(self, epoch: int, stream: int) -> tuple[list[str], np.ndarray | None]:
         """(shard paths in this epoch's order, the rows the stream keeps or None = all rows read)."""

@@ -17,7 +17,9 @@ class DataConfig:
     """Reading, splitting, shuffling and augmenting the pairs (method.md §6 "Augmentation", "Data")."""
 
     shuffle_buffer: int = 1000  # samples in each stream's shuffle buffer (paper: 10,000); 0: no shuffle
-    workers: int = 1  # DataLoader worker processes per rank (0: in the training process); sets the order
+    streams: int = 1  # streams each rank's epoch is divided into (data.py); sets the batch order
+    workers: int = 1  # DataLoader worker processes per rank (0: in the training process); must divide
+    #                   `streams`; does not change the batches
     split: Literal["auto", "shards", "samples"] = "auto"  # how an epoch is divided among streams (data.py)
     crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area fraction (paper: 0.08-1)
     crop_ratio: tuple[float, float] = (0.75, 1.3333333333333333)  # RandomResizedCrop aspect ratio range

@@ -22,7 +22,7 @@ from cocu.config import Params, to_dict
 from cocu.data.manifest import read_ground_truth, read_manifest
 from cocu.data.shards import list_shards
 from cocu.launch.device import resolve_device
-from cocu.launch.distributed import DistInfo, destroy_process_group, from_env, init_process_group
+from cocu.launch.distributed import DistInfo, barrier, destroy_process_group, from_env, init_process_group
 from cocu.models.factory import build_model
 from cocu.models.text import build_tokenizer
 from cocu.provenance import source_digest
@@ -51,6 +51,23 @@ def fingerprint(params: Params, variant: str, seed: int, inputs: list[Path]) -> 
                 st = f.stat()
                 h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()
+
+
+def prepare_run_dir(run_dir: Path, stamp: str, dist: DistInfo) -> None:
+    """Make `run_dir` hold only a run of `stamp` (a `fingerprint`), on every rank.
+
+    Rank 0 deletes a folder of other settings, inputs or code and writes the stamp; every rank
+    then waits at a barrier, so that no rank looks for a checkpoint before the clean-up is done
+    (a rank that looked earlier could resume the stale run while rank 0 starts afresh).
+    """
+    if dist.is_main:
+        stamp_file = run_dir / "fingerprint.txt"
+        if run_dir.exists() and (not stamp_file.exists() or stamp_file.read_text() != stamp):
+            log.info("%s holds a run with other settings or inputs: starting afresh", run_dir)
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        stamp_file.write_text(stamp)
+    barrier(dist)
 
 
 class CurveTracker:
@@ -121,14 +138,7 @@ def run_pretraining(params: Params, variant: str, seed: int) -> dict[str, Any]:
     out = run_outputs(params, variant, seed)
     run_dir = out["run_dir"]
     inputs = [Path(params.paths.pairs_manifest)] + ([Path(params.paths.archives)] if variant in ARCHIVE_METHODS else [])
-    stamp = fingerprint(params, variant, seed, inputs)
-    if dist.is_main:
-        stamp_file = run_dir / "fingerprint.txt"
-        if run_dir.exists() and (not stamp_file.exists() or stamp_file.read_text() != stamp):
-            log.info("%s holds a run with other settings or inputs: starting afresh", run_dir)
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        stamp_file.write_text(stamp)
+    prepare_run_dir(run_dir, fingerprint(params, variant, seed, inputs), dist)
     train_cfg = dataclasses.replace(params.train, seed=seed)
     params = dataclasses.replace(params, train=train_cfg)  # what MLflow records is what runs
     data = build_data(params, variant, seed, dist)

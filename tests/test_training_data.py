@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 
@@ -22,6 +23,7 @@ from cocu.training.augment import NUM_UNIFORMS, augment, color_jitter, crop_boxe
 from cocu.training.checkpoint import capture_rng
 from cocu.training.data import PretrainData, TokenCache, plan_split, read_tar, shard_images
 from cocu.training.data_config import DataConfig
+from cocu.training.flat import KeyIndex, StringTable
 
 T = 8  # context length of the stand-in tokenizer
 K = 2
@@ -243,6 +245,59 @@ def test_shards_short_of_the_manifest_is_an_error(corpus):
         take(data, 0, data.steps_per_epoch)
     with pytest.raises(FileNotFoundError, match="shards of the manifest"):
         PretrainData(shards[:3], manifest, fake_prompts, fake_tokenizer, TINY, image_size=24, batch_size=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-key data as flat arrays
+
+
+def test_per_key_data_is_held_in_flat_arrays(corpus):
+    """No Python object per manifest row: forked DataLoader workers share numpy buffers, whereas
+    touching a Python object (its refcount) copies its page into the worker."""
+    data = make(corpus)
+    n = data.num_rows
+    assert n == 70
+    for name, value in vars(data).items():
+        if isinstance(value, (list, tuple, dict, set)):
+            assert len(value) < n, name  # per shard only
+    arrays = [data.row_shard, data.key_index.order, data.key_index.sorted, data.captions.offsets,
+              data.captions.data]
+    assert all(isinstance(a, np.ndarray) and a.dtype != object and not a.flags.writeable for a in arrays)
+    manifest = corpus[1]
+    assert [data.captions[i] for i in range(n)] == manifest["caption"].tolist()
+    assert [data.key_index.find(k) for k in manifest["key"]] == list(range(n))
+
+
+def test_manifest_as_an_arrow_table_gives_the_same_batches(corpus):
+    table = pa.Table.from_pandas(corpus[1], preserve_index=False)
+    assert_same(take(make(corpus, manifest=table), 0, 5), take(make(corpus), 0, 5))
+
+
+def test_duplicate_manifest_keys_are_an_error(corpus):
+    manifest = corpus[1]
+    with pytest.raises(ValueError, match="manifest keys: 1 duplicate keys, e.g. 's0000'"):
+        make(corpus, manifest=pd.concat([manifest, manifest.iloc[:1]], ignore_index=True))
+
+
+def test_key_index_and_string_table():
+    keys = ["b", "a", "ccc", "\u00e9t\u00e9", "", "ab"]
+    for given in (keys, pd.Series(keys), pa.chunked_array([pa.array(["x"] + keys[:2]), pa.array(keys[2:])]).slice(1)):
+        index = KeyIndex(given)
+        assert len(index) == 6 and list(index) == keys
+        assert [index.find(k) for k in keys] == list(range(6))
+        for absent in ("x", "cccc", "a\0", "\udcff", "\u00e9"):  # unknown, too long, NUL, not UTF-8, prefix
+            assert index.find(absent) == -1 and absent not in index
+        queries = ["ab", "zz", "cccc", "a\0", "\u00e9t\u00e9", "", "b" * 40]
+        assert index.find_many(queries).tolist() == [5, -1, -1, -1, 3, 4, -1]
+        table = StringTable(given)
+        assert [table[i] for i in range(len(table))] == keys and table[-1] == "ab"
+        with pytest.raises(IndexError):
+            table[6]
+    assert KeyIndex([]).find("a") == -1 and KeyIndex([]).find_many(["a"]).tolist() == [-1]
+    with pytest.raises(ValueError, match="NUL"):
+        KeyIndex(["a\0b"])
+    with pytest.raises(ValueError, match="missing"):
+        StringTable(pa.array(["a", None]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ Shards are the `pairs` stage's webdataset tars (`<key>.jpg` + `<key>.txt`), read
 reader (`read_tar`: ustar, pax and GNU long names; webdataset's `tarfile`-based reader parses
 headers ~10x slower, which dominated at 64 px) and shuffled by webdataset's `shuffle` buffer.
 Captions come from the manifest. Decoding and augmentation run in the DataLoader workers.
+Per-key data (keys, captions, shard of each row) is held in flat arrays, not Python objects
+(`cocu.training.flat`): forked workers share it instead of copying it.
 
 Epoch plan (everything is computed from the manifest, nothing from a hard-coded length):
 
@@ -52,6 +54,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 import webdataset as wds
 from torch import Tensor
@@ -60,6 +64,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 from cocu.training.augment import NUM_UNIFORMS, augment, erase_boxes
 from cocu.training.data_config import DataConfig
+from cocu.training.flat import KeyIndex, StringTable, read_only
 from cocu.data.shards import split_member
 
 log = logging.getLogger(__name__)
@@ -222,6 +227,13 @@ def shard_images(path: str, image_keys: Sequence[str],
         yield key, next((group[e] for e in image_keys if e in group), None)
 
 
+def _column(manifest: pd.DataFrame | pa.Table, name: str) -> pa.ChunkedArray:
+    """A string column of the manifest as arrow (from a pandas frame: no new Python objects)."""
+    if isinstance(manifest, pa.Table):
+        return manifest.column(name).cast(pa.large_string())
+    return pa.chunked_array([pa.array(manifest[name], type=pa.large_string())])
+
+
 # --------------------------------------------------------------------------------------------
 # tokens
 
@@ -255,9 +267,13 @@ class PretrainData:
 
     Batches: `image` float [B, 3, S, S], `text` int64 [B, T] (captions), `prompts` int64 [B, K, T]
     (when K > 0) and `key` list[str] (when `with_keys`).
+
+    `manifest` (`key`, `shard`, `caption`; a pandas frame or, with no Python object per row at
+    all, an arrow table) is kept as flat arrays (`cocu.training.flat`): a key index (key -> row),
+    a caption table and the row's shard index int32 [N], so that DataLoader workers share them.
     """
 
-    def __init__(self, shards: Sequence[Path | str], manifest: pd.DataFrame, prompts: PromptFn,
+    def __init__(self, shards: Sequence[Path | str], manifest: pd.DataFrame | pa.Table, prompts: PromptFn,
                  tokenizer: Tokenizer, cfg: DataConfig, *, image_size: int, batch_size: int,
                  rank: int = 0, world_size: int = 1, seed: int = 0, pin_memory: bool = False,
                  with_keys: bool = True, image_keys: Sequence[str] = ("jpg", "jpeg", "png", "webp")) -> None:
@@ -266,17 +282,20 @@ class PretrainData:
         self.rank, self.world_size = int(rank), int(world_size)
         self.pin_memory, self.with_keys, self.image_keys = pin_memory, with_keys, tuple(image_keys)
         by_name = {Path(s).name: str(s) for s in shards}
-        names = sorted(manifest["shard"].unique())
+        shard_codes = pc.dictionary_encode(_column(manifest, "shard").combine_chunks())  # per-shard strings only
+        names = sorted(shard_codes.dictionary.to_pylist())
         missing = [n for n in names if n not in by_name]
         if missing:
             raise FileNotFoundError(f"{len(missing)} shards of the manifest are not among the shard files, "
                                     f"e.g. {missing[0]} (re-run the `pairs` stage?)")
         self.shard_paths = [by_name[n] for n in names]  # shard index -> path
-        shard_index = {n: i for i, n in enumerate(names)}
-        self.keys: list[str] = manifest["key"].tolist()
-        self.captions: list[str] = manifest["caption"].tolist()
-        self.row_shard = manifest["shard"].map(shard_index).to_numpy(np.int64)  # [N]
-        self.row_of = {k: i for i, k in enumerate(self.keys)}
+        position = {n: i for i, n in enumerate(names)}
+        rank_of_code = np.array([position[n] for n in shard_codes.dictionary.to_pylist()], np.int32)
+        # per key: flat arrays only (flat.py), shared by forked DataLoader workers without copies
+        self.row_shard = read_only(rank_of_code[shard_codes.indices.to_numpy()])  # [N] int32
+        self.key_index = KeyIndex(_column(manifest, "key"), what="manifest keys")  # key -> row
+        self.captions = StringTable(_column(manifest, "caption"))  # row -> caption
+        self.num_rows = len(self.row_shard)
         self.shard_of_url = {p: i for i, p in enumerate(self.shard_paths)}
         counts = np.bincount(self.row_shard, minlength=len(names))
         check_workers(cfg.streams, cfg.workers)
@@ -284,7 +303,7 @@ class PretrainData:
         self.steps_per_epoch = self.plan.steps_per_epoch
         self._tokens: TokenCache | None = None
         log.info("data: %d pairs in %d shards, split %s, %d streams/rank, %d steps/epoch of %d x %d",
-                 len(self.keys), len(names), self.plan.mode, self.plan.streams, self.steps_per_epoch,
+                 self.num_rows, len(names), self.plan.mode, self.plan.streams, self.steps_per_epoch,
                  world_size, batch_size)
 
     @property
@@ -347,21 +366,21 @@ class PretrainData:
             shards = list(self.plan.shards_of_slot[slot])
             return [self.shard_paths[i] for i in rng.permutation(shards).tolist()], None
         b, world = self.batch_size, self.world_size
-        order = np.random.default_rng(_seed(self.seed, epoch, "rows")).permutation(len(self.keys))
+        order = np.random.default_rng(_seed(self.seed, epoch, "rows")).permutation(self.num_rows)
         used = order[: self.steps_per_epoch * world * b].reshape(self.steps_per_epoch, world, b)
         mine = used[stream:: self.plan.streams, self.rank].ravel()  # batches j = stream (mod V)
-        keep = np.zeros(len(self.keys), dtype=bool)
+        keep = np.zeros(self.num_rows, dtype=bool)
         keep[mine] = True
         return [self.shard_paths[i] for i in rng.permutation(len(self.shard_paths)).tolist()], keep
 
     def _members(self, urls: list[str], keep: np.ndarray | None,
-                 skipped: dict[str, int]) -> Iterator[tuple[int, bytes]]:
-        """(manifest row, image bytes) of the stream's samples, in file order."""
+                 skipped: dict[str, int]) -> Iterator[tuple[int, str, bytes]]:
+        """(manifest row, key, image bytes) of the stream's samples, in file order."""
         for url in urls:
             shard = self.shard_of_url[url]
             for key, image in shard_images(url, self.image_keys, skipped):
-                row = self.row_of.get(key)
-                if row is None or self.row_shard[row] != shard:
+                row = self.key_index.find(key)
+                if row < 0 or self.row_shard[row] != shard:
                     skipped["not_in_manifest"] = skipped.get("not_in_manifest", 0) + 1
                     continue
                 if keep is not None and not keep[row]:
@@ -369,7 +388,7 @@ class PretrainData:
                 if image is None:
                     raise RuntimeError(f"{url}:{key}: no image member (shards changed since the manifest "
                                        "was written? re-run the `pairs` stage)")
-                yield row, image
+                yield row, key, image
 
     def _stream_batches(self, epoch: int, stream: int, first: int, count: int) -> Iterator[dict]:
         """Local batches first .. first + count - 1 of one stream in one epoch."""
@@ -390,14 +409,14 @@ class PretrainData:
         if skipped:
             log.warning("epoch %d rank %d stream %d: skipped %s", epoch, self.rank, stream, skipped)
 
-    def _collate(self, epoch: int, chunk: list[tuple[int, bytes]]) -> dict:
+    def _collate(self, epoch: int, chunk: list[tuple[int, str, bytes]]) -> dict:
         if self._tokens is None:
             self._tokens = TokenCache(self.tokenizer, self.cfg.token_cache)
-        keys = [self.keys[row] for row, _ in chunk]
+        keys = [key for _, key, _ in chunk]
         rngs = [np.random.default_rng(_seed(self.seed, epoch, k)) for k in keys]  # per (seed, epoch, key)
         u = np.stack([r.random(NUM_UNIFORMS) for r in rngs])  # [B, NUM_UNIFORMS], first draws
-        texts = [self.prompts(k, self.captions[row], r) for k, (row, _), r in zip(keys, chunk, rngs)]
-        images = [self._decode(self.keys[row], data) for row, data in chunk]
+        texts = [self.prompts(k, self.captions[row], r) for (row, k, _), r in zip(chunk, rngs)]
+        images = [self._decode(key, data) for _, key, data in chunk]
         image = augment(images, u, self.cfg, self.image_size)  # [B, 3, S, S]
         if self.cfg.random_erasing > 0:
             for i, (top, left, h, w) in enumerate(erase_boxes(self.image_size, u, self.cfg.random_erasing)):

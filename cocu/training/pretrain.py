@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import torch
 
 from cocu.config import Params, to_dict
-from cocu.data.manifest import read_ground_truth, read_manifest
+from cocu.data.manifest import read_ground_truth, read_manifest_table
 from cocu.data.shards import list_shards
 from cocu.launch.device import resolve_device
 from cocu.launch.distributed import DistInfo, barrier, destroy_process_group, from_env, init_process_group
@@ -109,14 +109,14 @@ class CurveTracker:
 def build_data(params: Params, variant: str, seed: int, dist: DistInfo) -> PretrainData:
     """The webdataset stream of this variant: the caption plus K prompts from its concept source."""
     paths = params.paths
-    manifest = read_manifest(paths.pairs_manifest)
+    manifest = read_manifest_table(paths.pairs_manifest)  # arrow: no Python object per pair
     vocab = archives = truth = None
     if variant == "baseline":
         from cocu.concepts.vocabulary import load_vocabulary
 
         vocab = load_vocabulary(paths.vocabulary, paths.synonyms, params.vocabulary)
     elif variant in ARCHIVE_METHODS:
-        archives = load_archives(paths.archives, keys=manifest["key"].tolist())
+        archives = load_archives(paths.archives, keys=manifest.column("key"))
     elif variant == "oracle":  # the upper bound: the only reader of the hidden ground truth
         truth = read_ground_truth(paths.pairs_manifest)
     prompts = make_prompt_source(variant, vocab, archives, truth, num_prompts=params.train.num_prompts)

@@ -1,4 +1,5 @@
-"""The training loop on CPU: exact resume, checkpoints, tracker calls, the batch contract, learning."""
+"""The training loop on CPU: exact resume (also through the real input pipeline with worker
+processes), checkpoints, tracker calls, the batch contract, learning."""
 
 from __future__ import annotations
 
@@ -124,15 +125,19 @@ def shard_stream(pair_shards, **cfg: Any) -> PretrainData:
 
 def test_resume_with_data_worker_processes_equals_the_uninterrupted_run(tmp_path: Path, pair_shards) -> None:
     """Through the real pipeline with 2 DataLoader workers: stop at step 3 (of 6, crossing an epoch
-    of 10 micro-batches), resume in a new model, and end at the uninterrupted run's weights."""
+    of 10 micro-batches), resume in a new model, and end at the uninterrupted run's weights; and
+    one worker serving both streams trains to the same weights."""
     cfg = replace(CFG, steps=6, checkpoint_every=3)
     straight = fresh_model()
     train(straight, cfg, shard_stream(pair_shards, workers=2), tmp_path / "a")
     assert train(fresh_model(), cfg, shard_stream(pair_shards, workers=2), tmp_path / "b", stop_at_step=3).step == 3
     resumed = fresh_model(seed=9)
     assert train(resumed, cfg, shard_stream(pair_shards, workers=2), tmp_path / "b").resumed_from == 3
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), name
+    one_worker = fresh_model()
+    train(one_worker, cfg, shard_stream(pair_shards, workers=1), tmp_path / "c")
+    for name, a in straight.state_dict().items():
+        assert torch.equal(a, resumed.state_dict()[name]), name
+        assert torch.equal(a, one_worker.state_dict()[name]), name
 
 
 def test_checkpoints_are_complete_atomic_and_pruned(tmp_path: Path) -> None:

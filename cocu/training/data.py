@@ -32,7 +32,8 @@ Epoch plan (everything is computed from the manifest, nothing from a hard-coded 
   Nothing draws from the global RNGs of the training process: the DataLoader takes the worker
   base seed from its own generator (seeded by (seed, rank)), not from torch's global generator,
   so that creating the iterator at step 0 or on resume leaves the training RNG stream (Gumbel
-  noise, drop path) where an uninterrupted run has it.
+  noise, drop path) where an uninterrupted run has it. The workers' own global RNGs (which torch
+  seeds from that base seed) are not used either: in process or in workers, the same batches.
 - Only samples whose (shard, key) is a manifest row are used (the `pairs` stage validated those);
   others are skipped and counted. A shard that yields fewer manifest rows than recorded is an error.
 - Resume: `make_batches(s)` yields exactly `make_batches(0)` from its item `s` on; the skipped

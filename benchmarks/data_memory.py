@@ -8,13 +8,13 @@ For each size and layout a fresh Python process builds the per-key data of pre-t
 `pretrain` stage does: the manifest (`key`, `shard`, `caption`) as `PretrainData` holds it and
 the concept archives (`load_archives`' layout, about `--concepts` entries per pair), then starts
 one real DataLoader worker (forked, as `PretrainData.make_batches` does). The worker passes
-once over every pair in a shuffled order, as an epoch does: finds the key's row, reads the
-caption and the archive (in a scattered order that needs no per-pair list). It then reports its own memory (psutil): RSS (resident, including the
-pages it shares with the training process), USS (pages only it holds: what each additional
-worker costs) and PSS. `objects` rebuilds the former layout for comparison: keys and captions
-as Python lists, a dict key -> row for the manifest and one for the archives (the archives'
-arrays stay flat), whose reference counts the pass writes, so copy-on-write copies their pages
-into the worker.
+once over every pair, as an epoch does, in a scattered order that needs no per-pair list: finds
+the key's row, reads the caption and the archive. It then reports its own memory (psutil): RSS
+(resident, including the pages it shares with the training process), USS (pages only it holds:
+what each additional worker costs) and PSS. `objects` rebuilds the former layout for comparison:
+keys and captions as Python lists, a dict key -> row for the manifest and one for the archives
+(the archives' arrays stay flat, as they were), whose reference counts the pass writes, so
+copy-on-write copies their pages into the worker.
 
 Bytes per pair: the structures' own size / N (`arrays`), the worker's RSS / N and USS / N, and
 the marginal RSS per pair between the two sizes, (RSS(1M) - RSS(100k)) / 900k, which removes the
@@ -157,23 +157,26 @@ def main() -> None:
     rows = {}
     for layout in args.layouts:
         for n in args.sizes:
-            out = subprocess.run([sys.executable, __file__, "--one", str(n), layout, "--concepts", str(args.concepts)],
-                                 check=True, capture_output=True, text=True).stdout
+            command = [sys.executable, __file__, "--one", str(n), layout, "--concepts", str(args.concepts)]
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             rows[layout, n] = json.loads(out.strip().splitlines()[-1])
     mib = 2 ** 20
-    print(f"one DataLoader worker after a pass over every pair ({args.concepts} archive entries per pair on average)")
+    print(f"one DataLoader worker after a pass over every pair "
+          f"({args.concepts} archive entries per pair on average)")
     print(f"{'layout':8} {'pairs':>9} {'arrays B/pair':>13} {'RSS MiB':>8} {'USS MiB':>8} {'PSS MiB':>8} "
           f"{'RSS B/pair':>10} {'USS B/pair':>10}")
     for (layout, n), r in rows.items():
         arrays = f"{r['arrays'] / n:13.1f}" if r["arrays"] is not None else f"{'-':>13}"
-        print(f"{layout:8} {n:9,d} {arrays} {r['rss'] / mib:8.1f} {r['uss'] / mib:8.1f} {r['pss'] / mib:8.1f} "
+        print(f"{layout:8} {n:9,d} {arrays} {r['rss'] / mib:8.1f} {r['uss'] / mib:8.1f} "
+              f"{r['pss'] / mib:8.1f} "
               f"{r['rss'] / n:10.1f} {r['uss'] / n:10.1f}")
     for layout in args.layouts:
         sizes = sorted(n for lay, n in rows if lay == layout)
         if len(sizes) >= 2:
             lo, hi = rows[layout, sizes[0]], rows[layout, sizes[-1]]
             d = sizes[-1] - sizes[0]
-            print(f"{layout}: marginal per pair from {sizes[0]:,} to {sizes[-1]:,}: RSS {(hi['rss'] - lo['rss']) / d:.1f} B, "
+            print(f"{layout}: marginal per pair from {sizes[0]:,} to {sizes[-1]:,}: "
+                  f"RSS {(hi['rss'] - lo['rss']) / d:.1f} B, "
                   f"USS {(hi['uss'] - lo['uss']) / d:.1f} B")
 
 

@@ -91,14 +91,14 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -
 
 @pytest.fixture(scope="module")
 def pair_shards(tmp_path_factory) -> tuple[list[Path], pd.DataFrame]:
-    """40 valid 32x32 pairs in 5 webdataset shards of 8."""
+    """24 valid 32x32 pairs in 3 webdataset shards of 8."""
     from cocu.data.manifest import index_shards
     from cocu.data.shards import RawSample, SkipCounter, encode_jpeg, list_shards, write_shards
 
     folder = tmp_path_factory.mktemp("pairs")
     rng = np.random.default_rng(0)
     write_shards([RawSample(f"p{i:03d}", encode_jpeg(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), 90),
-                            f"caption {i} of {i % 7}") for i in range(40)], folder, shard_size=8)
+                            f"caption {i} of {i % 7}") for i in range(24)], folder, shard_size=8)
     shards = list_shards(folder)
     return shards, index_shards(shards, SkipCounter())
 
@@ -124,15 +124,16 @@ def shard_stream(pair_shards, **cfg: Any) -> PretrainData:
 
 
 def test_resume_with_data_worker_processes_equals_the_uninterrupted_run(tmp_path: Path, pair_shards) -> None:
-    """Through the real pipeline with 2 DataLoader workers: stop at step 3 (of 6, crossing an epoch
-    of 10 micro-batches), resume in a new model, and end at the uninterrupted run's weights; and
-    one worker serving both streams trains to the same weights."""
-    cfg = replace(CFG, steps=6, checkpoint_every=3)
+    """Through the real pipeline with 2 DataLoader workers: stop at step 2 (of 4 steps of 2
+    micro-batches, crossing an epoch of 6), resume in a new model, and end at the uninterrupted
+    run's weights; and one worker serving both streams trains to the same weights."""
+    cfg = replace(CFG, steps=4, checkpoint_every=2)
     straight = fresh_model()
     train(straight, cfg, shard_stream(pair_shards, workers=2), tmp_path / "a")
-    assert train(fresh_model(), cfg, shard_stream(pair_shards, workers=2), tmp_path / "b", stop_at_step=3).step == 3
+    first = train(fresh_model(), cfg, shard_stream(pair_shards, workers=2), tmp_path / "b", stop_at_step=2)
+    assert first.step == 2
     resumed = fresh_model(seed=9)
-    assert train(resumed, cfg, shard_stream(pair_shards, workers=2), tmp_path / "b").resumed_from == 3
+    assert train(resumed, cfg, shard_stream(pair_shards, workers=2), tmp_path / "b").resumed_from == 2
     one_worker = fresh_model()
     train(one_worker, cfg, shard_stream(pair_shards, workers=1), tmp_path / "c")
     for name, a in straight.state_dict().items():

@@ -195,8 +195,10 @@ def _write_archives(folder: Path) -> list[str]:
 
 # Recorded from the implementation that held a dict key -> row (archives) and a dict key -> tuple
 # (oracle): the flat arrays must give the same prompts for every key.
-@pytest.mark.parametrize("variant, expected", [("cocu", "1769e595fc2d09e3"), ("ranking", "274f3390fa950547"),
-                                               ("expansion", "65ad6e318ace6679"), ("oracle", "0782e47fa2d5c004")])
+@pytest.mark.parametrize("variant, expected", [
+    ("cocu", "1769e595fc2d09e3"), ("ranking", "274f3390fa950547"),
+    ("expansion", "65ad6e318ace6679"), ("oracle", "0782e47fa2d5c004"),
+])
 def test_prompts_equal_the_saved_expectations(tmp_path, variant, expected):
     keys = _write_archives(tmp_path)
     archives = load_archives(tmp_path, keys=pd.Series(keys))

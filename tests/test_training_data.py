@@ -161,7 +161,8 @@ def test_batches_do_not_depend_on_the_worker_count(corpus):
 
 def test_a_worker_count_that_cannot_serve_the_streams_is_an_error(corpus):
     for streams, workers in ((4, 3), (2, 4), (1, -1)):
-        with pytest.raises(ValueError, match=rf"data.workers \({workers}\) cannot serve data.streams \({streams}\)"):
+        message = rf"data.workers \({workers}\) cannot serve data.streams \({streams}\)"
+        with pytest.raises(ValueError, match=message):
             make(corpus, replace(TINY, streams=streams, workers=workers))
     with pytest.raises(ValueError, match="data.streams must be >= 1"):
         make(corpus, replace(TINY, streams=0))
@@ -183,7 +184,8 @@ def test_the_data_path_draws_nothing_from_the_global_rngs(corpus, workers):
         del stream
     after = capture_rng()
     assert torch.equal(before["torch"], after["torch"])
-    assert torch.equal(before["numpy"]["key"], after["numpy"]["key"]) and before["numpy"]["pos"] == after["numpy"]["pos"]
+    assert torch.equal(before["numpy"]["key"], after["numpy"]["key"])
+    assert before["numpy"]["pos"] == after["numpy"]["pos"]
     assert before["python"] == after["python"]
 
 
@@ -281,7 +283,8 @@ def test_duplicate_manifest_keys_are_an_error(corpus):
 
 def test_key_index_and_string_table():
     keys = ["b", "a", "ccc", "\u00e9t\u00e9", "", "ab"]
-    for given in (keys, pd.Series(keys), pa.chunked_array([pa.array(["x"] + keys[:2]), pa.array(keys[2:])]).slice(1)):
+    chunked = pa.chunked_array([pa.array(["x"] + keys[:2]), pa.array(keys[2:])]).slice(1)
+    for given in (keys, pd.Series(keys), chunked):
         index = KeyIndex(given)
         assert len(index) == 6 and list(index) == keys
         assert [index.find(k) for k in keys] == list(range(6))
@@ -436,3 +439,17 @@ def test_resized_crop_matches_torchvision_inside_the_crop():
                           antialias=False)
     inner = (slice(None), slice(1, -1), slice(1, -1))  # edge pixels: we pad at the image, they at the crop
     torch.testing.assert_close(ours[inner], ref[inner], atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_data_memory_benchmark_runs(repo):
+    """The memory benchmark's smoke run (the numbers themselves are measured, not asserted)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "data_memory.py"), "--sizes", "3000", "6000",
+                          "--layouts", "flat", "objects"], check=True, capture_output=True, text=True).stdout
+    rows = [line.split() for line in out.splitlines() if line.startswith(("flat ", "objects "))]
+    assert [(r[0], r[1]) for r in rows] == [("flat", "3,000"), ("flat", "6,000"), ("objects", "3,000"),
+                                            ("objects", "6,000")]
+    assert "flat: marginal per pair" in out and "objects: marginal per pair" in out

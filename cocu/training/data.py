@@ -283,7 +283,7 @@ class PretrainData:
         self.rank, self.world_size = int(rank), int(world_size)
         self.pin_memory, self.with_keys, self.image_keys = pin_memory, with_keys, tuple(image_keys)
         by_name = {Path(s).name: str(s) for s in shards}
-        shard_codes = pc.dictionary_encode(_column(manifest, "shard").combine_chunks())  # per-shard strings only
+        shard_codes = pc.dictionary_encode(_column(manifest, "shard").combine_chunks())  # a string per shard
         names = sorted(shard_codes.dictionary.to_pylist())
         missing = [n for n in names if n not in by_name]
         if missing:

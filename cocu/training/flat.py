@@ -29,7 +29,9 @@ _CHUNK = 1 << 20  # rows per block when padding to fixed width (bounds the tempo
 
 def utf8_buffers(strings: Strings) -> tuple[np.ndarray, np.ndarray]:
     """(offsets int64 [N + 1] from 0, UTF-8 bytes uint8 [offsets[-1]]) of N strings."""
-    arr = strings if isinstance(strings, (pa.Array, pa.ChunkedArray)) else pa.array(strings, type=pa.large_string())
+    arr = strings
+    if not isinstance(arr, (pa.Array, pa.ChunkedArray)):
+        arr = pa.array(strings, type=pa.large_string())
     arr = arr.cast(pa.large_string())
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()

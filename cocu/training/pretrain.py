@@ -19,10 +19,10 @@ from typing import Any, Mapping
 import torch
 
 from cocu.config import Params, to_dict
-from cocu.data.manifest import read_ground_truth, read_manifest
+from cocu.data.manifest import read_ground_truth, read_manifest_table
 from cocu.data.shards import list_shards
 from cocu.launch.device import resolve_device
-from cocu.launch.distributed import DistInfo, destroy_process_group, from_env, init_process_group
+from cocu.launch.distributed import DistInfo, barrier, destroy_process_group, from_env, init_process_group
 from cocu.models.factory import build_model
 from cocu.models.text import build_tokenizer
 from cocu.provenance import source_digest
@@ -52,6 +52,23 @@ def fingerprint(params: Params, variant: str, seed: int, inputs: list[Path]) -> 
                 st = f.stat()
                 h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()
+
+
+def prepare_run_dir(run_dir: Path, stamp: str, dist: DistInfo) -> None:
+    """Make `run_dir` hold only a run of `stamp` (a `fingerprint`), on every rank.
+
+    Rank 0 deletes a folder of other settings, inputs or code and writes the stamp; every rank
+    then waits at a barrier, so that no rank looks for a checkpoint before the clean-up is done
+    (a rank that looked earlier could resume the stale run while rank 0 starts afresh).
+    """
+    if dist.is_main:
+        stamp_file = run_dir / "fingerprint.txt"
+        if run_dir.exists() and (not stamp_file.exists() or stamp_file.read_text() != stamp):
+            log.info("%s holds a run with other settings or inputs: starting afresh", run_dir)
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        stamp_file.write_text(stamp)
+    barrier(dist)
 
 
 class CurveTracker:
@@ -93,14 +110,14 @@ class CurveTracker:
 def build_data(params: Params, variant: str, seed: int, dist: DistInfo) -> PretrainData:
     """The webdataset stream of this variant: the caption plus K prompts from its concept source."""
     paths = params.paths
-    manifest = read_manifest(paths.pairs_manifest)
+    manifest = read_manifest_table(paths.pairs_manifest)  # arrow: no Python object per pair
     vocab = archives = truth = None
     if variant == "baseline":
         from cocu.concepts.vocabulary import load_vocabulary
 
         vocab = load_vocabulary(paths.vocabulary, paths.synonyms, params.vocabulary)
     elif variant in ARCHIVE_METHODS:
-        archives = load_archives(paths.archives, keys=manifest["key"].tolist())
+        archives = load_archives(paths.archives, keys=manifest.column("key"))
     elif variant == "oracle":  # the upper bound: the only reader of the hidden ground truth
         truth = read_ground_truth(paths.pairs_manifest)
     prompts = make_prompt_source(variant, vocab, archives, truth, num_prompts=params.train.num_prompts)
@@ -122,14 +139,7 @@ def run_pretraining(params: Params, variant: str, seed: int) -> dict[str, Any]:
     out = run_outputs(params, variant, seed)
     run_dir = out["run_dir"]
     inputs = [Path(params.paths.pairs_manifest)] + ([Path(params.paths.archives)] if variant in ARCHIVE_METHODS else [])
-    stamp = fingerprint(params, variant, seed, inputs)
-    if dist.is_main:
-        stamp_file = run_dir / "fingerprint.txt"
-        if run_dir.exists() and (not stamp_file.exists() or stamp_file.read_text() != stamp):
-            log.info("%s holds a run with other settings or inputs: starting afresh", run_dir)
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        stamp_file.write_text(stamp)
+    prepare_run_dir(run_dir, fingerprint(params, variant, seed, inputs), dist)
     train_cfg = dataclasses.replace(params.train, seed=seed)
     params = dataclasses.replace(params, train=train_cfg)  # what MLflow records is what runs
     data = build_data(params, variant, seed, dist)

@@ -514,7 +514,7 @@ def tiny_model_config() -> ModelConfig:
     return ModelConfig(
         image=ImageEncoderConfig(img_size=64, patch_size=8, in_chans=3, width=64, depths=(2, 1, 1),
                                  num_heads=(2, 2, 2), num_group_tokens=(8, 4, 0), num_output_groups=(8, 4),
-                                 mlp_ratio=4.0, token_mlp_ratio=0.5, drop_path=0.0, gumbel_tau=1.0,
+                                 mlp_ratio=4.0, token_mlp_ratio=0.5, drop_path=0.0, gumbel_tau=0.1,
                                  group_token_std=0.02, gumbel_noise=True),
         text=TextEncoderConfig(context_length=32, vocab_size=49408, width=64, layers=2, heads=2, mlp_ratio=4.0),
         projector=ProjectorConfig(hidden_dim=256, out_dim=64),
@@ -532,7 +532,9 @@ class DataConfig(Checked):
     (num_prompts) are the `train` section's; the image size is the model's."""
 
     shuffle_buffer: int = spec(ge=0)  # samples in each stream's shuffle buffer (paper: 10,000); 0: no shuffle
-    workers: int = spec(ge=0)  # DataLoader worker processes per rank (0: in the training process)
+    streams: int = spec(ge=1)  # streams each rank's epoch is divided into (training/data.py); sets the batch order
+    workers: int = spec(ge=0)  # DataLoader worker processes per rank (0: in the training process); must divide
+    #                            `streams`; does not change the batches
     split: Literal["auto", "shards", "samples"]  # how an epoch is divided among streams (training/data.py)
     crop_scale: tuple[float, float] = spec(gt=0, le=1)  # RandomResizedCrop area fraction range (paper: 0.08-1)
     crop_ratio: tuple[float, float] = spec(gt=0)  # RandomResizedCrop aspect ratio range
@@ -550,6 +552,11 @@ class DataConfig(Checked):
             lo, hi = getattr(self, key)
             if lo > hi:
                 self._fail(key, "must be ordered [low, high]")
+        if self.workers and self.streams % self.workers:  # each worker serves whole streams
+            fits = max(w for w in range(1, min(self.workers, self.streams) + 1) if self.streams % w == 0)
+            self._fail("workers", f"cannot serve {{p}}streams ({self.streams}): the worker count must be 0 or "
+                                  f"divide the stream count (e.g. workers: {fits}); changing streams changes the "
+                                  "batch order, changing workers does not")
 
 
 @dataclass(frozen=True)

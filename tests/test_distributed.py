@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import replace
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -25,9 +27,11 @@ from cocu.launch.distributed import (
 from cocu.config import ImageEncoderConfig, ModelConfig, ProjectorConfig, TextEncoderConfig
 from cocu.models.factory import build_model
 from cocu.training.batches import InMemoryBatches, random_pairs
-from cocu.training.checkpoint import latest_checkpoint, load_checkpoint
+from cocu.training.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
 from cocu.training.losses import GroupViTLoss
+from cocu.training import loop
 from cocu.training.loop import train
+from cocu.training.pretrain import prepare_run_dir
 from tests.conftest import BASE_TRAIN
 
 MICRO = ModelConfig(
@@ -73,6 +77,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+TIMEOUT = timedelta(seconds=60)  # a rank left waiting in a collective fails the test instead of hanging it
+
+
 def _spawn(fn, out_dir: Path) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(_free_port())
@@ -112,19 +119,29 @@ def test_two_gloo_ranks_match_one_process_on_the_whole_batch(tmp_path: Path) -> 
         mean = 0.5 * (ranks[0]["losses"][key] + ranks[1]["losses"][key])
         torch.testing.assert_close(mean, single[key].detach())
     expected = torch.cat([p.grad.flatten() for p in model.parameters()])
+    layers: dict[str, list[str]] = {}  # module -> the names of its own parameters
+    for name, _ in model.named_parameters():
+        layers.setdefault(name.rpartition(".")[0], []).append(name)
+    single_grads = {n: p.grad for n, p in model.named_parameters()}
     for r in range(2):
         got = torch.cat([ranks[r]["grads"][n].flatten() for n, _ in model.named_parameters()])
         assert (got - expected).norm() < 1e-5 * expected.norm()
-        # per parameter; atol covers the biases of token-mixing MLPs feeding a LayerNorm, whose exact
-        # gradient is 0 (a per-token constant shift) and whose computed one is rounding noise
-        for name, p in model.named_parameters():
-            torch.testing.assert_close(ranks[r]["grads"][name], p.grad, rtol=1e-4, atol=5e-5, msg=name)
+        # per layer, relative to the layer's gradient norm, not per parameter: some parameters have
+        # an exact gradient of 0 (the output biases of token-mixing MLPs feeding a LayerNorm, the key
+        # biases of attention: shift invariances), so both implementations compute rounding noise for
+        # them, whose size follows the layer's other gradients (measured: <= 4e-6 of the layer's
+        # norm here, while a missing all-reduce or a wrong rank slice errs by O(1) in most layers)
+        for layer, names in layers.items():
+            want = torch.cat([single_grads[n].flatten() for n in names])
+            have = torch.cat([ranks[r]["grads"][n].flatten() for n in names])
+            error = float((have - want).norm())
+            assert error <= 1e-4 * float(want.norm()) + 1e-8 * float(expected.norm()), (r, layer, error)
 
 
 def _train_worker(rank: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist = DistInfo(rank, 2, rank)
-    init_process_group(dist)
+    init_process_group(dist, timeout=TIMEOUT)
     try:
         images, texts, prompts = random_pairs(16, 32, 16, 2, seed=1, vocab_size=1000)
         data = InMemoryBatches(images, texts, prompts, batch_size=2, seed=3, rank=rank, world_size=2)
@@ -134,7 +151,9 @@ def _train_worker(rank: int, out_dir: str) -> None:
         model = build_model(MICRO)
         first = train(model, cfg, data, Path(out_dir) / "run", dist, stop_at_step=2)
         resumed = build_model(MICRO)
-        second = train(resumed, cfg, data, Path(out_dir) / "run", dist)
+        if rank == 1:  # a stale listing of the shared folder on rank 1's node: it sees no checkpoint
+            loop.latest_checkpoint = lambda run_dir: None
+        second = train(resumed, cfg, data, Path(out_dir) / "run", dist)  # every rank resumes rank 0's
         assert first.step == 2 and second.resumed_from == 2 and second.finished
         torch.save(dict(resumed.named_parameters()), Path(out_dir) / f"weights{rank}.pt")
     finally:
@@ -156,3 +175,47 @@ def test_ddp_training_with_accumulation_and_resume_keeps_ranks_identical(tmp_pat
     for name, value in state["model"].items():
         if name in w0:
             assert torch.equal(value, w0[name]), name
+
+
+STALE_STAMP, NEW_STAMP = "settings of an earlier run", "settings of this run"
+
+
+def _restart_worker(rank: int, out_dir: str) -> None:
+    """Both ranks of a run whose settings changed: rank 0 is slow to get to the clean-up, rank 1
+    is early; after `prepare_run_dir` neither may see the stale checkpoint, and both train afresh."""
+    torch.set_num_threads(1)
+    dist = DistInfo(rank, 2, rank)
+    init_process_group(dist, timeout=TIMEOUT)
+    try:
+        run_dir = Path(out_dir) / "run"
+        if rank == 0:
+            time.sleep(2.0)
+        prepare_run_dir(run_dir, NEW_STAMP, dist)
+        seen = latest_checkpoint(run_dir)  # any rank's lookup after the clean-up
+        images, texts, prompts = random_pairs(8, 32, 16, 2, seed=1, vocab_size=1000)
+        data = InMemoryBatches(images, texts, prompts, batch_size=2, seed=3, rank=rank, world_size=2)
+        cfg = replace(BASE_TRAIN, batch_size=2, epochs=1, warmup_epochs=0, steps=2, warmup_steps=1, base_lr=0.5,
+                      checkpoint_every=2, log_every=1, num_prompts=2)
+        torch.manual_seed(0)
+        result = train(build_model(MICRO), cfg, data, run_dir, dist)
+        torch.save({"seen": None if seen is None else seen.name, "resumed_from": result.resumed_from,
+                    "step": result.step}, Path(out_dir) / f"restart{rank}.pt")
+    finally:
+        destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_settings_change_restarts_every_rank_afresh(tmp_path: Path) -> None:
+    """The stale run folder (another fingerprint, a checkpoint at step 3 that must never be loaded:
+    it holds no model) is cleared by rank 0 before any rank looks for a checkpoint."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "fingerprint.txt").write_text(STALE_STAMP)
+    save_checkpoint({"step": 3, "stale": True}, checkpoint_path(run_dir, 3))
+    _spawn(_restart_worker, tmp_path)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"restart{rank}.pt")
+        assert got == {"seen": None, "resumed_from": None, "step": 2}, rank
+    assert (run_dir / "fingerprint.txt").read_text() == NEW_STAMP
+    assert [p.name for p in run_dir.glob("ckpt_*.pt")] == ["ckpt_00000002.pt"]
+    assert "stale" not in load_checkpoint(run_dir / "ckpt_00000002.pt")

@@ -1,12 +1,16 @@
-"""The training loop on CPU: exact resume, checkpoints, tracker calls, the batch contract, learning."""
+"""The training loop on CPU: exact resume (also through the real input pipeline with worker
+processes), checkpoints, tracker calls, the batch contract, learning."""
 
 from __future__ import annotations
 
 import itertools
+import zlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -19,6 +23,8 @@ from cocu.training.checkpoint import (
     capture_rng, latest_checkpoint, list_checkpoints, load_checkpoint, load_model_state, restore_rng,
     sha256_file,
 )
+from cocu.config import DataConfig
+from cocu.training.data import PretrainData
 from cocu.training.loop import train
 from tests.conftest import BASE_TRAIN
 
@@ -79,6 +85,69 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -
         assert torch.equal(a, b), name
     again = train(fresh_model(seed=7), CFG, micro_data(), tmp_path / "b")  # resumes the finished run
     assert again.resumed_from == 6 and again.finished and again.metrics == second.metrics != {}
+
+
+# ---------------------------------------------------------------------------------------------
+# the real input pipeline (tar shards, DataLoader worker processes) under the loop
+
+
+@pytest.fixture(scope="module")
+def pair_shards(tmp_path_factory) -> tuple[list[Path], pd.DataFrame]:
+    """24 valid 32x32 pairs in 3 webdataset shards of 8."""
+    from cocu.data.manifest import index_shards
+    from cocu.data.shards import RawSample, SkipCounter, encode_jpeg, list_shards, write_shards
+
+    folder = tmp_path_factory.mktemp("pairs")
+    rng = np.random.default_rng(0)
+    write_shards([RawSample(f"p{i:03d}", encode_jpeg(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), 90),
+                            f"caption {i} of {i % 7}") for i in range(24)], folder, shard_size=8)
+    shards = list_shards(folder)
+    return shards, index_shards(shards, SkipCounter())
+
+
+def _tokens(texts: list[str]) -> torch.Tensor:
+    """One id per word (crc32) in MICRO's vocabulary and context length."""
+    out = torch.zeros(len(texts), 16, dtype=torch.long)
+    for i, text in enumerate(texts):
+        ids = [zlib.crc32(w.encode()) % 997 + 1 for w in text.split()][:16]
+        out[i, : len(ids)] = torch.tensor(ids)
+    return out
+
+
+def _prompts(key: str, caption: str, rng: np.random.Generator) -> list[str]:
+    return [caption, *[f"prompt {int(v)}" for v in rng.integers(0, 1000, size=2)]]
+
+
+# the values the data config had as defaults when these tests were written (paper-style augmentation)
+TINY_DATA = DataConfig(shuffle_buffer=8, streams=2, workers=1, split="auto", crop_scale=(0.5, 1.0),
+                       crop_ratio=(0.75, 4 / 3), interpolation="bicubic", flip=True, color_jitter=0.4,
+                       random_erasing=0.25, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                       token_cache=200_000, prefetch=2)
+
+
+def shard_stream(pair_shards, **cfg: Any) -> PretrainData:
+    shards, manifest = pair_shards
+    data_cfg = replace(TINY_DATA, **cfg)
+    return PretrainData(shards, manifest, _prompts, _tokens, data_cfg, image_size=32, batch_size=4, seed=3,
+                        with_keys=False)
+
+
+def test_resume_with_data_worker_processes_equals_the_uninterrupted_run(tmp_path: Path, pair_shards) -> None:
+    """Through the real pipeline with 2 DataLoader workers: stop at step 2 (of 4 steps of 2
+    micro-batches, crossing an epoch of 6), resume in a new model, and end at the uninterrupted
+    run's weights; and one worker serving both streams trains to the same weights."""
+    cfg = replace(CFG, steps=4, checkpoint_every=2)
+    straight = fresh_model()
+    train(straight, cfg, shard_stream(pair_shards, workers=2), tmp_path / "a")
+    first = train(fresh_model(), cfg, shard_stream(pair_shards, workers=2), tmp_path / "b", stop_at_step=2)
+    assert first.step == 2
+    resumed = fresh_model(seed=9)
+    assert train(resumed, cfg, shard_stream(pair_shards, workers=2), tmp_path / "b").resumed_from == 2
+    one_worker = fresh_model()
+    train(one_worker, cfg, shard_stream(pair_shards, workers=1), tmp_path / "c")
+    for name, a in straight.state_dict().items():
+        assert torch.equal(a, resumed.state_dict()[name]), name
+        assert torch.equal(a, one_worker.state_dict()[name]), name
 
 
 def test_checkpoints_are_complete_atomic_and_pruned(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -172,6 +173,63 @@ def test_load_archives_joins_by_key(tmp_path):
     source = make_prompt_source("ranking", archives=archives, num_prompts=2)
     assert [_concept_of(t) for t in source("c", "x", np.random.default_rng(0))[1:]] == ["dog", "sky"]
     assert source("d", "x", np.random.default_rng(0)) == ["x", "x", "x"]
+
+
+def _write_archives(folder: Path) -> list[str]:
+    """60 archives of 0-7 of 30 concepts in 3 parquet shards; returns 65 keys (5 without)."""
+    rng = np.random.default_rng(4)
+    names = [f"thing{i}" for i in range(30)]
+    schema = pa.schema([("key", pa.string()), ("concepts", pa.list_(pa.string())),
+                        ("scores", pa.list_(pa.float32())), ("clusters", pa.list_(pa.int32()))])
+    for part in range(3):
+        keys, concepts, scores, clusters = [], [], [], []
+        for i in range(part * 20, part * 20 + 20):
+            n = int(rng.integers(0, 8))
+            pick = rng.choice(30, n, replace=False)
+            keys.append(f"key{i:03d}")
+            concepts.append([names[j] for j in pick])
+            scores.append(sorted(rng.random(n).astype(np.float32).tolist(), reverse=True))
+            clusters.append(rng.integers(0, 3, n).tolist())
+        pq.write_table(pa.table({"key": keys, "concepts": concepts, "scores": scores, "clusters": clusters},
+                                schema=schema), folder / f"archive-{part:05d}.parquet")
+    return [f"key{i:03d}" for i in range(65)]
+
+
+# Recorded from the implementation that held a dict key -> row (archives) and a dict key -> tuple
+# (oracle): the flat arrays must give the same prompts for every key.
+@pytest.mark.parametrize("variant, expected", [
+    ("cocu", "1769e595fc2d09e3"), ("ranking", "274f3390fa950547"),
+    ("expansion", "65ad6e318ace6679"), ("oracle", "0782e47fa2d5c004"),
+])
+def test_prompts_equal_the_saved_expectations(tmp_path, variant, expected):
+    keys = _write_archives(tmp_path)
+    archives = load_archives(tmp_path, keys=pd.Series(keys))
+    assert archives.num_missing == 5
+    rng = np.random.default_rng(9)
+    gt = pd.DataFrame({"key": keys, "gt_present": [
+        tuple(f"thing{j}" for j in rng.choice(30, int(rng.integers(0, 6)), replace=False)) for _ in keys]})
+    source = make_prompt_source(variant, archives=None if variant == "oracle" else archives,
+                                ground_truth=gt if variant == "oracle" else None, num_prompts=3)
+    h = hashlib.sha256()
+    for seed, key in enumerate(keys):
+        h.update("\n".join(source(key, f"cap {key}", np.random.default_rng([seed, 1]))).encode())
+    assert h.hexdigest()[:16] == expected
+
+
+def test_archives_and_ground_truth_are_flat_arrays(tmp_path):
+    """No Python object per key: every per-key field is a numpy array (shared after fork)."""
+    keys = _write_archives(tmp_path)
+    archives = load_archives(tmp_path)
+    per_key = {"order": archives.index.order, "sorted": archives.index.sorted, "offsets": archives.offsets,
+               "ids": archives.ids, "scores": archives.scores, "clusters": archives.clusters}
+    assert all(isinstance(a, np.ndarray) and a.dtype != object for a in per_key.values())
+    assert len(archives) == 60 and len(archives.names) <= 30 and list(archives) == keys[:60]
+    assert not any(isinstance(v, (list, dict, tuple)) and len(v) >= 60 for v in vars(archives).values())
+    truth = P._present_concepts({"b": ("cat",), "a": (), "c": ("dog", "cat")})
+    assert isinstance(truth, P.ConceptLists) and dict(truth) == {"b": ("cat",), "a": (), "c": ("dog", "cat")}
+    assert "d" not in truth and truth.get("d") is None
+    with pytest.raises(ValueError, match="concept archives: 1 duplicate keys, e.g. 'a'"):
+        P.ConceptArchives(["a", "a"], ["x"], np.array([0, 1, 2]), np.array([0, 0]), np.zeros(2), np.zeros(2))
 
 
 # --------------------------------------------------------------------------------------------

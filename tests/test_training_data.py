@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import random
 import tarfile
 import zlib
 from dataclasses import replace
@@ -11,18 +13,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 
 from cocu.data.manifest import index_shards
 from cocu.data.shards import RawSample, SkipCounter, encode_jpeg, list_shards, write_shards
 from cocu.training.augment import NUM_UNIFORMS, augment, color_jitter, crop_boxes, erase_boxes
+from cocu.training.checkpoint import capture_rng
 from cocu.training.data import PretrainData, TokenCache, plan_split, read_tar, shard_images
 from cocu.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
+from cocu.training.flat import KeyIndex, StringTable
 
 T = 8  # context length of the stand-in tokenizer
 K = 2
-TINY = DataConfig(shuffle_buffer=16, workers=0, split="auto", crop_scale=(0.5, 1.0), crop_ratio=(0.75, 4 / 3),
+TINY = DataConfig(shuffle_buffer=16, streams=1, workers=0, split="auto", crop_scale=(0.5, 1.0), crop_ratio=(0.75, 4 / 3),
                   interpolation="bicubic", flip=True, color_jitter=0.4, random_erasing=0.25, mean=IMAGENET_MEAN,
                   std=IMAGENET_STD, token_cache=200_000, prefetch=2)
 
@@ -136,12 +141,83 @@ def test_resume_equals_the_uninterrupted_stream(corpus):
 
 
 def test_resume_with_two_worker_processes(corpus):
-    data = make(corpus, replace(TINY, workers=2))
+    data = make(corpus, replace(TINY, streams=2, workers=2))
     steps = data.steps_per_epoch
     assert steps == 17  # odd: the worker serving stream 0 changes at the epoch boundary
     full = take(data, 0, steps + 4)
     assert len(set(keys_of(full[:steps]))) == steps * 4
     assert_same(take(data, steps - 3, steps + 4), full[steps - 3:])
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_batches_do_not_depend_on_the_worker_count(corpus):
+    """4 streams served in process, by 1, 2 (two streams each, interleaved) or 4 workers: the same
+    batches, bit for bit, across an epoch boundary and from a resumed position."""
+    in_process = take(make(corpus, replace(TINY, streams=4)), 0, 21)
+    for workers in (1, 2, 4):  # (4 workers on a 2-core test machine: a warning, not an error)
+        data = make(corpus, replace(TINY, streams=4, workers=workers))
+        assert_same(take(data, 0, 21), in_process)
+        assert_same(take(data, 15, 21), in_process[15:])  # resumed at an offset no worker count divides
+    assert keys_of(in_process) != keys_of(take(make(corpus, replace(TINY, streams=2)), 0, 21))  # streams do
+
+
+def test_a_worker_count_that_cannot_serve_the_streams_is_an_error(corpus):
+    from cocu.config import ConfigError
+    from cocu.training.data import check_workers
+
+    for streams, workers in ((4, 3), (2, 4)):  # the config refuses it, naming both keys
+        with pytest.raises(ConfigError, match=rf"workers = {workers}: cannot serve DataConfig.streams \({streams}\)"):
+            replace(TINY, streams=streams, workers=workers)
+    with pytest.raises(ConfigError, match="workers = -1: must be >= 0"):
+        replace(TINY, workers=-1)
+    with pytest.raises(ConfigError, match="streams = 0: must be >= 1"):
+        replace(TINY, streams=0)
+    with pytest.raises(ValueError, match=r"data.workers \(3\) cannot serve data.streams \(4\)"):
+        check_workers(4, 3)  # the loader's own check of the workers that actually serve it
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_data_path_draws_nothing_from_the_global_rngs(corpus, workers):
+    """Making the stream (at any position) and reading it leaves the training process's torch,
+    numpy and Python RNGs untouched, so that a resumed run's RNG stream is the uninterrupted one's."""
+    data = make(corpus, replace(TINY, streams=2, workers=workers))
+    torch.manual_seed(5)
+    np.random.seed(5)
+    random.seed(5)
+    before = capture_rng()
+    for start in (0, 7):
+        stream = data.make_batches(start)
+        next(stream)
+        next(stream)
+        del stream
+    after = capture_rng()
+    assert torch.equal(before["torch"], after["torch"])
+    assert torch.equal(before["numpy"]["key"], after["numpy"]["key"])
+    assert before["numpy"]["pos"] == after["numpy"]["pos"]
+    assert before["python"] == after["python"]
+
+
+def _digest(batches: list[dict]) -> str:
+    """The sample keys and the caption and prompt tokens of a batch sequence (exact integers)."""
+    h = hashlib.sha256()
+    for b in batches:
+        h.update("\n".join(b["key"]).encode())
+        h.update(b["text"].numpy().tobytes())
+        h.update(b["prompts"].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# Recorded from the implementation that held keys and captions in Python lists and a dict (and
+# took its streams from the worker count); the flat arrays must give the same batches.
+@pytest.mark.parametrize("cfg, kw, expected", [
+    (TINY, {}, "7db7812f8a7ced3a"),
+    (replace(TINY, streams=2), {}, "9032dd6279af2cd1"),
+    (replace(TINY, split="samples"), {"world_size": 2, "rank": 0}, "bbf295be7abf305f"),
+    (replace(TINY, split="shards"), {"world_size": 2, "rank": 1}, "3152a7c58465c00a"),
+])
+def test_batches_equal_the_saved_expectations(corpus, cfg, kw, expected):
+    data = make(corpus, cfg, **kw)
+    assert _digest(take(data, 0, 2 * data.steps_per_epoch + 1)) == expected
 
 
 def test_endless_stream_repeats_epochs(corpus):
@@ -179,6 +255,60 @@ def test_shards_short_of_the_manifest_is_an_error(corpus):
         take(data, 0, data.steps_per_epoch)
     with pytest.raises(FileNotFoundError, match="shards of the manifest"):
         PretrainData(shards[:3], manifest, fake_prompts, fake_tokenizer, TINY, image_size=24, batch_size=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-key data as flat arrays
+
+
+def test_per_key_data_is_held_in_flat_arrays(corpus):
+    """No Python object per manifest row: forked DataLoader workers share numpy buffers, whereas
+    touching a Python object (its refcount) copies its page into the worker."""
+    data = make(corpus)
+    n = data.num_rows
+    assert n == 70
+    for name, value in vars(data).items():
+        if isinstance(value, (list, tuple, dict, set)):
+            assert len(value) < n, name  # per shard only
+    arrays = [data.row_shard, data.key_index.order, data.key_index.sorted, data.captions.offsets,
+              data.captions.data]
+    assert all(isinstance(a, np.ndarray) and a.dtype != object and not a.flags.writeable for a in arrays)
+    manifest = corpus[1]
+    assert [data.captions[i] for i in range(n)] == manifest["caption"].tolist()
+    assert [data.key_index.find(k) for k in manifest["key"]] == list(range(n))
+
+
+def test_manifest_as_an_arrow_table_gives_the_same_batches(corpus):
+    table = pa.Table.from_pandas(corpus[1], preserve_index=False)
+    assert_same(take(make(corpus, manifest=table), 0, 5), take(make(corpus), 0, 5))
+
+
+def test_duplicate_manifest_keys_are_an_error(corpus):
+    manifest = corpus[1]
+    with pytest.raises(ValueError, match="manifest keys: 1 duplicate keys, e.g. 's0000'"):
+        make(corpus, manifest=pd.concat([manifest, manifest.iloc[:1]], ignore_index=True))
+
+
+def test_key_index_and_string_table():
+    keys = ["b", "a", "ccc", "\u00e9t\u00e9", "", "ab"]
+    chunked = pa.chunked_array([pa.array(["x"] + keys[:2]), pa.array(keys[2:])]).slice(1)
+    for given in (keys, pd.Series(keys), chunked):
+        index = KeyIndex(given)
+        assert len(index) == 6 and list(index) == keys
+        assert [index.find(k) for k in keys] == list(range(6))
+        for absent in ("x", "cccc", "a\0", "\udcff", "\u00e9"):  # unknown, too long, NUL, not UTF-8, prefix
+            assert index.find(absent) == -1 and absent not in index
+        queries = ["ab", "zz", "cccc", "a\0", "\u00e9t\u00e9", "", "b" * 40]
+        assert index.find_many(queries).tolist() == [5, -1, -1, -1, 3, 4, -1]
+        table = StringTable(given)
+        assert [table[i] for i in range(len(table))] == keys and table[-1] == "ab"
+        with pytest.raises(IndexError):
+            table[6]
+    assert KeyIndex([]).find("a") == -1 and KeyIndex([]).find_many(["a"]).tolist() == [-1]
+    with pytest.raises(ValueError, match="NUL"):
+        KeyIndex(["a\0b"])
+    with pytest.raises(ValueError, match="missing"):
+        StringTable(pa.array(["a", None]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,3 +447,17 @@ def test_resized_crop_matches_torchvision_inside_the_crop():
                           antialias=False)
     inner = (slice(None), slice(1, -1), slice(1, -1))  # edge pixels: we pad at the image, they at the crop
     torch.testing.assert_close(ours[inner], ref[inner], atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_data_memory_benchmark_runs(repo):
+    """The memory benchmark's smoke run (the numbers themselves are measured, not asserted)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "data_memory.py"), "--sizes", "3000", "6000",
+                          "--layouts", "flat", "objects"], check=True, capture_output=True, text=True).stdout
+    rows = [line.split() for line in out.splitlines() if line.startswith(("flat ", "objects "))]
+    assert [(r[0], r[1]) for r in rows] == [("flat", "3,000"), ("flat", "6,000"), ("objects", "3,000"),
+                                            ("objects", "6,000")]
+    assert "flat: marginal per pair" in out and "objects: marginal per pair" in out

@@ -57,8 +57,12 @@ def write_manifest(frame: pd.DataFrame, path: Path | str) -> None:
 
 def read_manifest(path: Path | str) -> pd.DataFrame:
     """The training view of the manifest: `key`, `shard`, `caption` only (never the ground truth)."""
-    path = _existing(path)
-    return pq.read_table(path, columns=list(TRAINING_COLUMNS)).to_pandas()
+    return read_manifest_table(path).to_pandas()
+
+
+def read_manifest_table(path: Path | str) -> pa.Table:
+    """`read_manifest` as an arrow table: no Python object per row (what pre-training holds)."""
+    return pq.read_table(_existing(path), columns=list(TRAINING_COLUMNS))
 
 
 def read_ground_truth(path: Path | str) -> pd.DataFrame:

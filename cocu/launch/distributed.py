@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Optional
 
 import torch
@@ -46,11 +47,12 @@ def from_env(env: Optional[dict[str, str]] = None) -> DistInfo:
 
 
 def init_process_group(dist: DistInfo, backend: Optional[str] = None, device: Optional[torch.device] = None,
-                       init_method: str = "env://") -> None:
+                       init_method: str = "env://", timeout: Optional[timedelta] = None) -> None:
     """Join the process group (nccl on cuda, gloo otherwise); nothing to do for one process.
 
     With `env://`, MASTER_ADDR and MASTER_PORT must be set (torchrun does; under SLURM, submitit's
-    `TorchDistributedEnvironment().export()` does).
+    `TorchDistributedEnvironment().export()` does). `timeout`: how long a collective waits for the
+    other ranks before it fails (torch's default, 10-30 minutes, when None; tests set less).
     """
     if not dist.distributed or tdist.is_initialized():
         return
@@ -58,7 +60,8 @@ def init_process_group(dist: DistInfo, backend: Optional[str] = None, device: Op
     if cuda:
         torch.cuda.set_device(dist.local_rank)
     backend = backend or ("nccl" if cuda else "gloo")
-    tdist.init_process_group(backend, init_method=init_method, rank=dist.rank, world_size=dist.world_size)
+    tdist.init_process_group(backend, init_method=init_method, rank=dist.rank, world_size=dist.world_size,
+                             **({} if timeout is None else {"timeout": timeout}))
     log.info("rank %d/%d joined a %s process group", dist.rank, dist.world_size, backend)
 
 

@@ -4,12 +4,13 @@ Shards are the `pairs` stage's webdataset tars (`<key>.jpg` + `<key>.txt`), read
 reader (`read_tar`: ustar, pax and GNU long names; webdataset's `tarfile`-based reader parses
 headers ~10x slower, which dominated at 64 px) and shuffled by webdataset's `shuffle` buffer.
 Captions come from the manifest. Decoding and augmentation run in the DataLoader workers.
+Per-key data (keys, captions, shard of each row) is held in flat arrays, not Python objects
+(`cocu.training.flat`): forked workers share it instead of copying it.
 
 Epoch plan (everything is computed from the manifest, nothing from a hard-coded length):
 
-- Each rank reads `V = max(1, workers)` *streams*; stream `v` of rank `r` is DataLoader worker `v`.
-  Batch `j` of an epoch (per rank) is local batch `j // V` of stream `j % V`, which is the order
-  in which a DataLoader hands out the batches of its workers (round robin).
+- Each rank divides its epoch into `V = data.streams` *streams*. Batch `j` of an epoch (per rank)
+  is local batch `j // V` of stream `j % V`.
 - `split: shards`: every stream owns whole shards (the same ones every epoch; greedy largest-first
   balancing by the manifest's per-shard counts), reads them in a per-epoch random order and
   shuffles its samples with a buffer. `split: samples`: every stream reads all shards and keeps
@@ -20,8 +21,19 @@ Epoch plan (everything is computed from the manifest, nothing from a hard-coded 
   and at most that in `shards` mode (bounded by what the smallest stream can fill). Every rank
   gets exactly `S` batches, the remainder is dropped, and no sample is used twice in an epoch,
   so DDP ranks never wait on each other at an epoch's end.
+- Workers serve streams, they do not define them: a DataLoader with `W = data.workers` processes
+  hands out batches round robin, so worker `w` serves positions `start + w, start + w + W, ...`;
+  `W` must divide `V`, so that all batches of a stream in an epoch fall to one worker, which
+  reads its `V / W` streams interleaved. `W = 0` reads every stream in the training process. The
+  batch sequence is therefore a function of (manifest, shards, `streams`, `split`,
+  `shuffle_buffer`, seed, batch size, world size, rank) and the same for every worker count.
 - Randomness is seeded, never global: the shard order and shuffle buffer by (seed, epoch, rank,
   stream), the crop/flip/jitter/erasing and the prompt sampling of a sample by (seed, epoch, key).
+  Nothing draws from the global RNGs of the training process: the DataLoader takes the worker
+  base seed from its own generator (seeded by (seed, rank)), not from torch's global generator,
+  so that creating the iterator at step 0 or on resume leaves the training RNG stream (Gumbel
+  noise, drop path) where an uninterrupted run has it. The workers' own global RNGs (which torch
+  seeds from that base seed) are not used either: in process or in workers, the same batches.
 - Only samples whose (shard, key) is a manifest row are used (the `pairs` stage validated those);
   others are skipped and counted. A shard that yields fewer manifest rows than recorded is an error.
 - Resume: `make_batches(s)` yields exactly `make_batches(0)` from its item `s` on; the skipped
@@ -43,6 +55,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 import webdataset as wds
 from torch import Tensor
@@ -51,6 +65,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 from cocu.training.augment import NUM_UNIFORMS, augment, erase_boxes
 from cocu.config import DataConfig
+from cocu.training.flat import KeyIndex, StringTable, read_only
 from cocu.data.shards import split_member
 
 log = logging.getLogger(__name__)
@@ -104,6 +119,17 @@ def plan_split(shard_counts: Sequence[int], world_size: int, streams: int, batch
     if mode != "samples":
         raise ValueError(f"unknown split mode {mode!r} (auto | shards | samples)")
     return SplitPlan("samples", streams, nominal, ())
+
+
+def check_workers(streams: int, workers: int) -> None:
+    """`workers` (0 = in process) must divide `streams`: each worker then serves whole streams."""
+    if streams < 1:
+        raise ValueError(f"data.streams must be >= 1, got {streams}")
+    if workers < 0 or (workers > 0 and streams % workers):
+        fits = max(w for w in range(1, min(max(workers, 1), streams) + 1) if streams % w == 0)
+        raise ValueError(f"data.workers ({workers}) cannot serve data.streams ({streams}): the worker count "
+                         f"must be 0 or divide the stream count (e.g. data.workers: {fits}); changing "
+                         f"data.streams changes the batch order, changing data.workers does not")
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,6 +240,13 @@ def shard_images(path: str, image_keys: Sequence[str],
         yield from first(key, group)
 
 
+def _column(manifest: pd.DataFrame | pa.Table, name: str) -> pa.ChunkedArray:
+    """A string column of the manifest as arrow (from a pandas frame: no new Python objects)."""
+    if isinstance(manifest, pa.Table):
+        return manifest.column(name).cast(pa.large_string())
+    return pa.chunked_array([pa.array(manifest[name], type=pa.large_string())])
+
+
 # --------------------------------------------------------------------------------------------
 # tokens
 
@@ -247,9 +280,13 @@ class PretrainData:
 
     Batches: `image` float [B, 3, S, S], `text` int64 [B, T] (captions), `prompts` int64 [B, K, T]
     (when K > 0) and `key` list[str] (when `with_keys`).
+
+    `manifest` (`key`, `shard`, `caption`; a pandas frame or, with no Python object per row at
+    all, an arrow table) is kept as flat arrays (`cocu.training.flat`): a key index (key -> row),
+    a caption table and the row's shard index int32 [N], so that DataLoader workers share them.
     """
 
-    def __init__(self, shards: Sequence[Path | str], manifest: pd.DataFrame, prompts: PromptFn,
+    def __init__(self, shards: Sequence[Path | str], manifest: pd.DataFrame | pa.Table, prompts: PromptFn,
                  tokenizer: Tokenizer, cfg: DataConfig, *, image_size: int, batch_size: int,
                  rank: int = 0, world_size: int = 1, seed: int = 0, pin_memory: bool = False,
                  with_keys: bool = True, image_keys: Sequence[str] = ("jpg", "jpeg", "png", "webp")) -> None:
@@ -258,24 +295,27 @@ class PretrainData:
         self.rank, self.world_size = int(rank), int(world_size)
         self.pin_memory, self.with_keys, self.image_keys = pin_memory, with_keys, tuple(image_keys)
         by_name = {Path(s).name: str(s) for s in shards}
-        names = sorted(manifest["shard"].unique())
+        shard_codes = pc.dictionary_encode(_column(manifest, "shard").combine_chunks())  # a string per shard
+        names = sorted(shard_codes.dictionary.to_pylist())
         missing = [n for n in names if n not in by_name]
         if missing:
             raise FileNotFoundError(f"{len(missing)} shards of the manifest are not among the shard files, "
                                     f"e.g. {missing[0]} (re-run the `pairs` stage?)")
         self.shard_paths = [by_name[n] for n in names]  # shard index -> path
-        shard_index = {n: i for i, n in enumerate(names)}
-        self.keys: list[str] = manifest["key"].tolist()
-        self.captions: list[str] = manifest["caption"].tolist()
-        self.row_shard = manifest["shard"].map(shard_index).to_numpy(np.int64)  # [N]
-        self.row_of = {k: i for i, k in enumerate(self.keys)}
+        position = {n: i for i, n in enumerate(names)}
+        rank_of_code = np.array([position[n] for n in shard_codes.dictionary.to_pylist()], np.int32)
+        # per key: flat arrays only (flat.py), shared by forked DataLoader workers without copies
+        self.row_shard = read_only(rank_of_code[shard_codes.indices.to_numpy()])  # [N] int32
+        self.key_index = KeyIndex(_column(manifest, "key"), what="manifest keys")  # key -> row
+        self.captions = StringTable(_column(manifest, "caption"))  # row -> caption
+        self.num_rows = len(self.row_shard)
         self.shard_of_url = {p: i for i, p in enumerate(self.shard_paths)}
         counts = np.bincount(self.row_shard, minlength=len(names))
-        self.plan = plan_split(counts, world_size, max(1, cfg.workers), batch_size, cfg.split)
+        self.plan = plan_split(counts, world_size, cfg.streams, batch_size, cfg.split)
         self.steps_per_epoch = self.plan.steps_per_epoch
         self._tokens: TokenCache | None = None
         log.info("data: %d pairs in %d shards, split %s, %d streams/rank, %d steps/epoch of %d x %d",
-                 len(self.keys), len(names), self.plan.mode, self.plan.streams, self.steps_per_epoch,
+                 self.num_rows, len(names), self.plan.mode, self.plan.streams, self.steps_per_epoch,
                  world_size, batch_size)
 
     @property
@@ -291,24 +331,44 @@ class PretrainData:
         in this rank's batches since the start of training (epoch = index // steps_per_epoch)."""
         if self.cfg.workers == 0:
             return self._worker_batches(0, 1, start_batch, stop_batch)
+        # its own generator: DataLoader draws the workers' base seed from it when the iterator is
+        # made; by default it would draw from torch's global RNG, one draw at step 0 in an
+        # uninterrupted run and one at step s after a resume, shifting the training RNG stream
+        loader_rng = torch.Generator().manual_seed(_seed(self.seed, self.rank, "loader"))
         loader = DataLoader(_Batches(self, start_batch, stop_batch), batch_size=None,
                             num_workers=self.cfg.workers, pin_memory=self.pin_memory,
-                            prefetch_factor=self.cfg.prefetch)
+                            prefetch_factor=self.cfg.prefetch, generator=loader_rng)
         return iter(loader)
 
     # -- inside a worker -------------------------------------------------------------------
 
     def _worker_batches(self, worker: int, workers: int, start: int, stop: int | None) -> Iterator[dict]:
-        """The batches worker `worker` serves: start + worker, start + worker + V, ..."""
+        """The batches that server `worker` of `workers` yields: positions start + worker,
+        start + worker + workers, ... (a DataLoader's round robin). `workers` divides V, so the
+        positions of one stream within an epoch all fall to one server: it keeps each of its
+        streams open and takes their batches in turn."""
         steps, streams = self.steps_per_epoch, self.plan.streams
-        assert workers == streams, (workers, streams)
+        check_workers(streams, workers)
+        open_streams: dict[int, tuple[Iterator[dict], list[int]]] = {}  # stream -> (batches, [left])
+        epoch_open = -1
         g = start + worker
         while stop is None or g < stop:
             epoch, j = divmod(g, steps)
-            end = (epoch + 1) * steps if stop is None else min((epoch + 1) * steps, stop)
-            count = len(range(g, end, streams))
-            yield from self._stream_batches(epoch, j % streams, j // streams, count)
-            g += count * streams
+            if epoch != epoch_open:
+                open_streams.clear()
+                epoch_open = epoch
+            stream = j % streams
+            if stream not in open_streams:
+                end = steps if stop is None else min(steps, stop - epoch * steps)
+                count = len(range(j, end, streams))  # all of them are this server's (workers | V)
+                open_streams[stream] = self._stream_batches(epoch, stream, j // streams, count), [count]
+            batches, left = open_streams[stream]
+            yield next(batches)
+            left[0] -= 1
+            if left[0] == 0:  # run the stream to its end (it logs what it skipped)
+                next(batches, None)
+                del open_streams[stream]
+            g += workers
 
     def _stream_rows(self, epoch: int, stream: int) -> tuple[list[str], np.ndarray | None]:
         """(shard paths in this epoch's order, the rows the stream keeps or None = all rows read)."""
@@ -318,21 +378,21 @@ class PretrainData:
             shards = list(self.plan.shards_of_slot[slot])
             return [self.shard_paths[i] for i in rng.permutation(shards).tolist()], None
         b, world = self.batch_size, self.world_size
-        order = np.random.default_rng(_seed(self.seed, epoch, "rows")).permutation(len(self.keys))
+        order = np.random.default_rng(_seed(self.seed, epoch, "rows")).permutation(self.num_rows)
         used = order[: self.steps_per_epoch * world * b].reshape(self.steps_per_epoch, world, b)
         mine = used[stream:: self.plan.streams, self.rank].ravel()  # batches j = stream (mod V)
-        keep = np.zeros(len(self.keys), dtype=bool)
+        keep = np.zeros(self.num_rows, dtype=bool)
         keep[mine] = True
         return [self.shard_paths[i] for i in rng.permutation(len(self.shard_paths)).tolist()], keep
 
     def _members(self, urls: list[str], keep: np.ndarray | None,
-                 skipped: dict[str, int]) -> Iterator[tuple[int, bytes]]:
-        """(manifest row, image bytes) of the stream's samples, in file order."""
+                 skipped: dict[str, int]) -> Iterator[tuple[int, str, bytes]]:
+        """(manifest row, key, image bytes) of the stream's samples, in file order."""
         for url in urls:
             shard = self.shard_of_url[url]
             for key, image in shard_images(url, self.image_keys, skipped):
-                row = self.row_of.get(key)
-                if row is None or self.row_shard[row] != shard:
+                row = self.key_index.find(key)
+                if row < 0 or self.row_shard[row] != shard:
                     skipped["not_in_manifest"] = skipped.get("not_in_manifest", 0) + 1
                     continue
                 if keep is not None and not keep[row]:
@@ -340,7 +400,7 @@ class PretrainData:
                 if image is None:
                     raise RuntimeError(f"{url}:{key}: no image member (shards changed since the manifest "
                                        "was written? re-run the `pairs` stage)")
-                yield row, image
+                yield row, key, image
 
     def _stream_batches(self, epoch: int, stream: int, first: int, count: int) -> Iterator[dict]:
         """Local batches first .. first + count - 1 of one stream in one epoch."""
@@ -361,14 +421,14 @@ class PretrainData:
         if skipped:
             log.warning("epoch %d rank %d stream %d: skipped %s", epoch, self.rank, stream, skipped)
 
-    def _collate(self, epoch: int, chunk: list[tuple[int, bytes]]) -> dict:
+    def _collate(self, epoch: int, chunk: list[tuple[int, str, bytes]]) -> dict:
         if self._tokens is None:
             self._tokens = TokenCache(self.tokenizer, self.cfg.token_cache)
-        keys = [self.keys[row] for row, _ in chunk]
+        keys = [key for _, key, _ in chunk]
         rngs = [np.random.default_rng(_seed(self.seed, epoch, k)) for k in keys]  # per (seed, epoch, key)
         u = np.stack([r.random(NUM_UNIFORMS) for r in rngs])  # [B, NUM_UNIFORMS], first draws
-        texts = [self.prompts(k, self.captions[row], r) for k, (row, _), r in zip(keys, chunk, rngs)]
-        images = [self._decode(self.keys[row], data) for row, data in chunk]
+        texts = [self.prompts(k, self.captions[row], r) for (row, k, _), r in zip(chunk, rngs)]
+        images = [self._decode(key, data) for _, key, data in chunk]
         image = augment(images, u, self.cfg, self.image_size)  # [B, 3, S, S]
         if self.cfg.random_erasing > 0:
             for i, (top, left, h, w) in enumerate(erase_boxes(self.image_size, u, self.cfg.random_erasing)):

@@ -3,7 +3,7 @@
 Per optimizer step: set the scheduled lr, run `accum_steps` micro-batches (forward under autocast,
 loss in fp32, `backward` once each; DDP synchronises gradients on the last one only), unscale,
 clip, step. Checkpoints every `checkpoint_every` steps and at the end; a run directory that
-already holds a checkpoint is resumed from its latest one.
+already holds a checkpoint is resumed from its latest one (as rank 0 sees the folder, on every rank).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def train(model: nn.Module, cfg: TrainConfig, make_batches: BatchFactory, run_di
 
     step, resumed_from = 0, None
     metrics: dict[str, float] = {}  # the last logged window (restored on resume)
-    found = latest_checkpoint(run_dir)
+    found = _agreed_checkpoint(run_dir, dist)
     if found is not None:
         step, metrics = _resume(found, net, optimizer, scaler, cfg, dist)
         resumed_from = step
@@ -142,6 +142,15 @@ def train(model: nn.Module, cfg: TrainConfig, make_batches: BatchFactory, run_di
         tracker.set_tags({"checkpoint": str(last_ckpt), "checkpoint_sha256": sha})
     return TrainResult(step, schedule.total_steps, step == schedule.total_steps, last_ckpt, sha,
                        resumed_from, metrics)
+
+
+def _agreed_checkpoint(run_dir: Path, dist: DistInfo) -> Optional[Path]:
+    """The checkpoint to resume from, as rank 0 sees the run folder, on every rank: on a shared
+    filesystem another node's listing may lag (cached), and ranks resuming from different steps
+    would hang in their first collective."""
+    found = latest_checkpoint(run_dir) if dist.is_main else None
+    found = all_gather_object(None if found is None else found.name, dist)[0]
+    return None if found is None else run_dir / found
 
 
 def _scales(net: nn.Module) -> dict[str, float]:

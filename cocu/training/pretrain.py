@@ -20,10 +20,10 @@ from typing import Any, Mapping
 import torch
 
 from cocu.config import Params, to_dict
-from cocu.data.manifest import read_ground_truth, read_manifest
+from cocu.data.manifest import read_ground_truth, read_manifest_table
 from cocu.data.shards import list_shards
 from cocu.launch.device import resolve_device
-from cocu.launch.distributed import DistInfo, destroy_process_group, from_env, init_process_group
+from cocu.launch.distributed import DistInfo, barrier, destroy_process_group, from_env, init_process_group
 from cocu.models.factory import build_model
 from cocu.models.text import build_tokenizer
 from cocu.provenance import source_digest
@@ -55,6 +55,23 @@ def fingerprint(params: Params, variant: str, seed: int, inputs: list[Path]) -> 
                 st = f.stat()
                 h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()
+
+
+def prepare_run_dir(run_dir: Path, stamp: str, dist: DistInfo) -> None:
+    """Make `run_dir` hold only a run of `stamp` (a `fingerprint`), on every rank.
+
+    Rank 0 deletes a folder of other settings, inputs or code and writes the stamp; every rank
+    then waits at a barrier, so that no rank looks for a checkpoint before the clean-up is done
+    (a rank that looked earlier could resume the stale run while rank 0 starts afresh).
+    """
+    if dist.is_main:
+        stamp_file = run_dir / "fingerprint.txt"
+        if run_dir.exists() and (not stamp_file.exists() or stamp_file.read_text() != stamp):
+            log.info("%s holds a run with other settings or inputs: starting afresh", run_dir)
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        stamp_file.write_text(stamp)
+    barrier(dist)
 
 
 class CurveTracker:
@@ -96,7 +113,7 @@ class CurveTracker:
 def build_data(params: Params, variant: str, seed: int, dist: DistInfo) -> PretrainData:
     """The webdataset stream of this variant: the caption plus K prompts from its concept source."""
     paths = params.paths
-    manifest = read_manifest(paths.pairs_manifest)
+    manifest = read_manifest_table(paths.pairs_manifest)  # arrow: no Python object per pair
     vocab = archives = truth = caption_concepts = None
     precision = variant_precision(variant)
     if variant == "baseline" or precision is not None:
@@ -104,11 +121,12 @@ def build_data(params: Params, variant: str, seed: int, dist: DistInfo) -> Pretr
 
         vocab = load_vocabulary(paths.vocabulary, paths.synonyms, params.vocabulary)
     if variant in ARCHIVE_METHODS or precision is not None:
-        archives = load_archives(paths.archives, keys=manifest["key"].tolist())
+        archives = load_archives(paths.archives, keys=manifest.column("key"))
     if reads_ground_truth(variant):  # the upper bound and its ablations: the only readers of the hidden truth
         truth = read_ground_truth(paths.pairs_manifest)
     if precision is not None:
-        caption_concepts = {k: vocab.extract(c) for k, c in zip(manifest["key"], manifest["caption"])}
+        captions = zip(manifest.column("key").to_pylist(), manifest.column("caption").to_pylist())
+        caption_concepts = {k: vocab.extract(c) for k, c in captions}  # synthetic-world ablation only
         vocab = None
     prompts = make_prompt_source(variant, vocab, archives, truth, num_prompts=params.train.num_prompts,
                                  caption_concepts=caption_concepts)
@@ -131,14 +149,7 @@ def run_pretraining(params: Params, variant: str, seed: int) -> dict[str, Any]:
     run_dir = out["run_dir"]
     uses_archives = variant in ARCHIVE_METHODS or variant_precision(variant) is not None
     inputs = [Path(params.paths.pairs_manifest)] + ([Path(params.paths.archives)] if uses_archives else [])
-    stamp = fingerprint(params, variant, seed, inputs)
-    if dist.is_main:
-        stamp_file = run_dir / "fingerprint.txt"
-        if run_dir.exists() and (not stamp_file.exists() or stamp_file.read_text() != stamp):
-            log.info("%s holds a run with other settings or inputs: starting afresh", run_dir)
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        stamp_file.write_text(stamp)
+    prepare_run_dir(run_dir, fingerprint(params, variant, seed, inputs), dist)
     train_cfg = dataclasses.replace(params.train, seed=seed)
     params = dataclasses.replace(params, train=train_cfg)  # what MLflow records is what runs
     data = build_data(params, variant, seed, dist)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from cocu.concepts.archive import read_archives
@@ -37,6 +38,7 @@ from cocu.config import PRECISION_VARIANT, VARIANTS
 from cocu.concepts.sampling import sample_cluster, sample_topk, sample_uniform
 from cocu.concepts.vocabulary import Vocabulary
 from cocu.data.templates import IMAGENET_TEMPLATES
+from cocu.training.flat import KeyIndex, Strings, read_only
 
 log = logging.getLogger(__name__)
 
@@ -99,35 +101,39 @@ class Archive(NamedTuple):
 EMPTY_ARCHIVE = Archive((), np.zeros(0, np.float32), np.zeros(0, np.int32))
 
 
-class ConceptArchives(Mapping):
-    """key -> Archive, stored flat (CSR over a table of unique concept strings).
+class ConceptLists(Mapping):
+    """key -> tuple of concept strings, stored flat: a `KeyIndex` of the N keys, CSR offsets
+    int64 [N + 1] into concept ids int32 [M] over a table of the distinct concept strings.
 
     Flat numpy arrays rather than millions of small Python objects: DataLoader workers share them
     after fork without copying (Python refcounts would touch, and so copy, every object's page).
-    `num_missing` counts the keys given at load time that have no archive (they get the empty one).
     """
 
-    def __init__(self, keys: Sequence[str], names: Sequence[str], offsets: np.ndarray,
-                 ids: np.ndarray, scores: np.ndarray, clusters: np.ndarray) -> None:
-        self.index = {k: i for i, k in enumerate(keys)}
-        if len(self.index) != len(keys):
-            raise ValueError(f"concept archives: {len(keys) - len(self.index)} duplicate keys")
-        self.names = tuple(names)  # unique concept strings
-        self.offsets = offsets  # [N + 1] int64
-        self.ids = ids  # [M] int32 into names
-        self.scores = scores  # [M] float32
-        self.clusters = clusters  # [M] int32
-        self.num_missing = 0
+    def __init__(self, keys: Strings, names: Sequence[str], offsets: np.ndarray, ids: np.ndarray,
+                 what: str = "concept lists") -> None:
+        self.index = KeyIndex(keys, what=what)  # key -> row
+        self.names = tuple(names)  # the distinct concept strings (a vocabulary, not per key)
+        self.offsets = read_only(np.array(offsets, np.int64))  # [N + 1]
+        self.ids = read_only(np.array(ids, np.int32))  # [M] into names
+        if len(self.offsets) != len(self.index) + 1 or self.offsets[-1] != len(self.ids):
+            raise ValueError(f"{what}: {len(self.index)} keys but {len(self.offsets) - 1} rows of "
+                             f"{len(self.ids)} entries")
 
-    def __getitem__(self, key: str) -> Archive:
-        i = self.index[key]
-        lo, hi = self.offsets[i], self.offsets[i + 1]
-        return Archive(tuple(self.names[j] for j in self.ids[lo:hi].tolist()),
-                       self.scores[lo:hi], self.clusters[lo:hi])
+    def row(self, key: str) -> int:
+        """The row of `key`, or -1."""
+        return self.index.find(key)
 
-    def lookup(self, key: str) -> Archive:
-        """The archive of `key`, or the empty archive when there is none."""
-        return self[key] if key in self.index else EMPTY_ARCHIVE
+    def concepts(self, row: int) -> tuple[str, ...]:
+        return tuple(self.names[j] for j in self.ids[self.offsets[row]: self.offsets[row + 1]].tolist())
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        row = self.row(key)
+        if row < 0:
+            raise KeyError(key)
+        return self.concepts(row)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.row(key) >= 0
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.index)
@@ -135,19 +141,62 @@ class ConceptArchives(Mapping):
     def __len__(self) -> int:
         return len(self.index)
 
-    def count_missing(self, keys: Sequence[str]) -> int:
+    @property
+    def nbytes(self) -> int:
+        return self.index.nbytes + self.offsets.nbytes + self.ids.nbytes
+
+
+class ConceptArchives(ConceptLists):
+    """key -> Archive (concepts, scores float32, clusters int32), stored flat as `ConceptLists`
+    plus the scores [M] and clusters [M] in the same CSR layout.
+
+    `num_missing` counts the keys given at load time that have no archive (they get the empty one).
+    """
+
+    def __init__(self, keys: Strings, names: Sequence[str], offsets: np.ndarray,
+                 ids: np.ndarray, scores: np.ndarray, clusters: np.ndarray) -> None:
+        super().__init__(keys, names, offsets, ids, what="concept archives")
+        self.scores = read_only(np.array(scores, np.float32))  # [M]
+        self.clusters = read_only(np.array(clusters, np.int32))  # [M]
+        self.num_missing = 0
+
+    def archive(self, row: int) -> Archive:
+        lo, hi = self.offsets[row], self.offsets[row + 1]
+        return Archive(self.concepts(row), self.scores[lo:hi], self.clusters[lo:hi])
+
+    def __getitem__(self, key: str) -> Archive:  # type: ignore[override]
+        row = self.row(key)
+        if row < 0:
+            raise KeyError(key)
+        return self.archive(row)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        row = self.row(key)
+        return default if row < 0 else self.archive(row)
+
+    def lookup(self, key: str) -> Archive:
+        """The archive of `key`, or the empty archive when there is none."""
+        return self.get(key, EMPTY_ARCHIVE)
+
+    def count_missing(self, keys: Strings) -> int:
         """How many of `keys` have no archive (recorded in `num_missing` and logged)."""
-        self.num_missing = sum(1 for k in keys if k not in self.index)
+        found = self.index.find_many(keys)
+        self.num_missing = int((found < 0).sum())
         if self.num_missing:
             log.warning("%d of %d keys have no concept archive: their prompts are the caption",
-                        self.num_missing, len(keys))
+                        self.num_missing, len(found))
         return self.num_missing
 
+    @property
+    def nbytes(self) -> int:
+        return super().nbytes + self.scores.nbytes + self.clusters.nbytes
 
-def load_archives(folder: Path | str, keys: Sequence[str] | None = None) -> ConceptArchives:
-    """Read the `curate` stage's parquet shards (key, concepts, scores, clusters) into memory.
 
-    With `keys` (the manifest's), the keys without an archive are counted (`num_missing`).
+def load_archives(folder: Path | str, keys: Strings | None = None) -> ConceptArchives:
+    """Read the `curate` stage's parquet shards (key, concepts, scores, clusters) into flat arrays.
+
+    With `keys` (the manifest's: a list, a pandas column or an arrow array), the keys without an
+    archive are counted (`num_missing`).
     """
     table = read_archives(folder, columns=["key", "concepts", "scores", "clusters"])
     lists = {c: table.column(c).combine_chunks() for c in ("concepts", "scores", "clusters")}
@@ -157,7 +206,7 @@ def load_archives(folder: Path | str, keys: Sequence[str] | None = None) -> Conc
         raise ValueError(f"{folder}: concepts, scores and clusters differ in length for some rows")
     encoded = pc.dictionary_encode(lists["concepts"].flatten())
     archives = ConceptArchives(
-        keys=table.column("key").to_pylist(),
+        keys=table.column("key"),
         names=encoded.dictionary.to_pylist(),
         offsets=offsets["concepts"],
         ids=encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32),
@@ -212,9 +261,10 @@ class OraclePicker:
     present: Mapping[str, tuple[str, ...]]
 
     def __call__(self, key: str, caption: str, k: int, rng: np.random.Generator) -> Sequence[str]:
-        if key not in self.present:
+        present = self.present.get(key)
+        if present is None:
             raise KeyError(f"oracle: no ground truth for key {key!r}")
-        return sample_uniform(self.present[key], k, rng)
+        return sample_uniform(present, k, rng)
 
 
 def precision_archive(caption: Sequence[str], missed: Sequence[str], absent: Sequence[str], size: int,
@@ -352,9 +402,16 @@ def precision_summary(built: Mapping[str, Sequence[str]], present: Mapping[str, 
             "cocu_archive_size": sum(sizes.get(k, 0) for k in built) / n}
 
 
-def _present_concepts(ground_truth: Any) -> dict[str, tuple[str, ...]]:
+def _present_concepts(ground_truth: Any) -> ConceptLists:
+    """The ground truth's present concepts per key, flat (`ConceptLists`)."""
     if isinstance(ground_truth, Mapping):
-        return {str(k): tuple(v) for k, v in ground_truth.items()}
-    if hasattr(ground_truth, "columns") and {"key", "gt_present"} <= set(ground_truth.columns):
-        return {str(k): tuple(v) for k, v in zip(ground_truth["key"], ground_truth["gt_present"])}
-    raise TypeError("ground_truth must be read_ground_truth(...)'s frame or a mapping key -> concepts")
+        keys, lists = [str(k) for k in ground_truth], [list(v) for v in ground_truth.values()]
+    elif hasattr(ground_truth, "columns") and {"key", "gt_present"} <= set(ground_truth.columns):
+        keys, lists = ground_truth["key"], [list(v) for v in ground_truth["gt_present"]]
+    else:
+        raise TypeError("ground_truth must be read_ground_truth(...)'s frame or a mapping key -> concepts")
+    concepts = pa.array(lists, type=pa.list_(pa.string()))
+    encoded = pc.dictionary_encode(concepts.flatten())
+    offsets = concepts.offsets.to_numpy().astype(np.int64)
+    return ConceptLists(keys, encoded.dictionary.to_pylist(), offsets - offsets[0],
+                        encoded.indices.to_numpy(zero_copy_only=False), what="ground truth")

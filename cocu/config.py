@@ -43,7 +43,7 @@ class RunConfig:
 class PathsConfig:
     """Every file and folder the pipeline reads or writes, relative to the repo root."""
 
-    pairs_shards: str  # webdataset shards of the pre-training pairs
+    pairs_shards: str  # synthetic: the generated webdataset shards (a DVC output); real: stays empty
     pairs_manifest: str  # parquet: key, shard, caption (+ hidden ground truth on the synthetic world)
     teacher_shards: str  # synthetic only: the separate corpus the teacher CLIP is trained on
     teacher_manifest: str
@@ -51,8 +51,12 @@ class PathsConfig:
     world_gallery: str  # png gallery of the synthetic world
     vocabulary: str  # concept list file, one concept per line
     synonyms: Optional[str]  # optional TSV `synonym<TAB>concept`: lines of the list that name another concept
-    benchmarks_root: str  # root of the segmentation benchmarks (detectron2's DETECTRON2_DATASETS)
+    benchmarks_root: str  # the synthetic benchmarks, written by the `benchmarks` stage (a DVC output)
+    # the real benchmarks' root (detectron2's DETECTRON2_DATASETS layout) outside the repo: only read,
+    # never written; null on the synthetic profile
+    benchmarks_external: Optional[str]
     benchmarks_metrics: str
+    inputs: str  # folder of the `inputs` stage: fingerprints (names, sizes, mtimes) of the external inputs
     clip_weights: str  # CLIP weights file: trained by `teacher` (synthetic) or a local download (real)
     teacher_metrics: str
     image_embeddings: str  # [N, D] float16 .npy, unit norm, row i = manifest row i
@@ -109,8 +113,10 @@ class PairsConfig:
     """Where the pre-training pairs come from."""
 
     source: Literal["synthetic", "webdataset"]
-    # real profile: existing img2dataset shards to validate and index (glob, relative to repo root)
-    shards_glob: Optional[str] = None
+    # webdataset: the img2dataset shards, outside the repo and only read. One pattern, or a mapping
+    # {source: pattern} for several data sets (keys become `<source>/<key>`); brace-expanded, then
+    # globbed; relative to the repo root (cocu/data/sources.py)
+    shards_glob: Optional[Union[str, dict[str, str]]] = None
     caption_key: str = "txt"  # img2dataset writes the caption as `.txt`
     image_keys: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
 

@@ -1,5 +1,8 @@
-"""DVC stage `benchmarks`: write the synthetic segmentation benchmarks (things + background,
-stuff only, all classes) in the standard layout under `paths.benchmarks_root`."""
+"""DVC stage `benchmarks`: the synthetic segmentation benchmarks (things + background, stuff only,
+all classes, as `world.benchmarks` lists them) written in the standard layout under
+`paths.benchmarks_root` inside the repo; and, on a real profile, a check of the layout of every
+active real benchmark under `paths.benchmarks_external` (only read, never written: its files'
+fingerprint is the `inputs` stage's `benchmarks.json`). Metrics: images and classes per benchmark."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import logging
 from pathlib import Path
 
 from cocu.config import load_params
-from cocu.data.benchmarks import write_synthetic_benchmark
+from cocu.data.benchmarks import check_real_benchmarks, check_roots_apart, write_synthetic_benchmark
 from cocu.stage import run_stage
 from cocu.tracking.run_info import write_json
 
@@ -16,10 +19,14 @@ log = logging.getLogger("benchmarks")
 
 def main(params_file: Path) -> None:
     params = load_params(params_file)
+    check_roots_apart(params)
     cfg = params.world
+    root = Path(params.paths.benchmarks_root)
+    root.mkdir(parents=True, exist_ok=True)  # a DVC output even when no synthetic set is written
     metrics: dict[str, float] = {}
     for name in cfg.benchmarks:
-        metrics.update(write_synthetic_benchmark(cfg, name, cfg.counts.benchmark, Path(params.paths.benchmarks_root)))
+        metrics.update(write_synthetic_benchmark(cfg, name, cfg.counts.benchmark, root))
+    metrics.update(check_real_benchmarks(params))
     write_json(params.paths.benchmarks_metrics, metrics)
     log.info("benchmarks: %s", metrics)
 

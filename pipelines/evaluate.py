@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from cocu.config import load_params
+from cocu.data.benchmarks import active_roots
 from cocu.eval.evaluate import evaluate_checkpoint
 from cocu.launch.device import resolve_device
 from cocu.stage import run_stage
@@ -36,7 +37,7 @@ def main(params_file: Path, variant: str, seed: int) -> None:
     run = run_name(variant, seed)
     out_dir = Path(params.paths.results) / variant / f"s{seed}"
     cards = {b: params.eval.benchmarks[b] for b in params.eval.active}
-    results = evaluate_checkpoint(run_outputs(params, variant, seed)["checkpoint"], cards, params.paths.benchmarks_root,
+    results = evaluate_checkpoint(run_outputs(params, variant, seed)["checkpoint"], cards, active_roots(params),
                                   params.data.mean, params.data.std, overlay_root=out_dir,
                                   num_overlays=params.eval.overlays, device=resolve_device("auto"))
     for bench, result in results.items():

@@ -51,7 +51,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 from cocu.training.augment import NUM_UNIFORMS, augment, erase_boxes
 from cocu.training.data_config import DataConfig
-from cocu.data.shards import split_member
+from cocu.data.shards import ShardRef, as_shard_ref, split_member
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class PretrainData:
     (when K > 0) and `key` list[str] (when `with_keys`).
     """
 
-    def __init__(self, shards: Sequence[Path | str], manifest: pd.DataFrame, prompts: PromptFn,
+    def __init__(self, shards: Sequence[Path | str | ShardRef], manifest: pd.DataFrame, prompts: PromptFn,
                  tokenizer: Tokenizer, cfg: DataConfig, *, image_size: int, batch_size: int,
                  rank: int = 0, world_size: int = 1, seed: int = 0, pin_memory: bool = False,
                  with_keys: bool = True, image_keys: Sequence[str] = ("jpg", "jpeg", "png", "webp")) -> None:
@@ -245,13 +245,14 @@ class PretrainData:
         self.image_size, self.batch_size, self.seed = int(image_size), int(batch_size), int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
         self.pin_memory, self.with_keys, self.image_keys = pin_memory, with_keys, tuple(image_keys)
-        by_name = {Path(s).name: str(s) for s in shards}
+        by_id = {r.id: r for r in map(as_shard_ref, shards)}  # the manifest's `shard` column -> file
         names = sorted(manifest["shard"].unique())
-        missing = [n for n in names if n not in by_name]
+        missing = [n for n in names if n not in by_id]
         if missing:
             raise FileNotFoundError(f"{len(missing)} shards of the manifest are not among the shard files, "
                                     f"e.g. {missing[0]} (re-run the `pairs` stage?)")
-        self.shard_paths = [by_name[n] for n in names]  # shard index -> path
+        self.shard_paths = [str(by_id[n].path) for n in names]  # shard index -> path
+        self.shard_refs = [by_id[n] for n in names]  # shard index -> source (qualifies the tar's keys)
         shard_index = {n: i for i, n in enumerate(names)}
         self.keys: list[str] = manifest["key"].tolist()
         self.captions: list[str] = manifest["caption"].tolist()
@@ -318,7 +319,9 @@ class PretrainData:
         """(manifest row, image bytes) of the stream's samples, in file order."""
         for url in urls:
             shard = self.shard_of_url[url]
-            for key, image in shard_images(url, self.image_keys, skipped):
+            ref = self.shard_refs[shard]
+            for raw_key, image in shard_images(url, self.image_keys, skipped):
+                key = ref.qualify(raw_key)  # as the manifest holds it: `<source>/<key>` for a named source
                 row = self.row_of.get(key)
                 if row is None or self.row_shard[row] != shard:
                     skipped["not_in_manifest"] = skipped.get("not_in_manifest", 0) + 1

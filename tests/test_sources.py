@@ -151,7 +151,7 @@ def test_inputs_stage_names_every_missing_input_at_once(tmp_path):
     text = str(err.value)
     assert text.startswith("4 input problem(s)")
     for needle in ("pairs.shards_glob.cc3m", "clip.weights_file", "VOCdevkit/VOC2012",
-                   "python -m cocu.concepts.vocabulary official"):
+                   "python -m cocu.concepts.official gallery.json"):
         assert needle in text
 
 

@@ -197,8 +197,8 @@ class MissingInputs(FileNotFoundError):
     """One or more inputs of the pipeline are missing or misnamed; the message lists every one."""
 
 
-VOCABULARY_HELP = ("the official CoCu concept list is not shipped: produce it with "
-                   "`python -m cocu.concepts.vocabulary official gallery.json {path}` "
+VOCABULARY_HELP = ("the official CoCu concept list is not shipped: fetch the official code's rewrite/gallery.json "
+                   "and run `python -m cocu.concepts.official gallery.json {path}` "
                    "(docs/paper_profile.md, 'Vocabulary')")
 
 

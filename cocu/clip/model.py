@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +135,9 @@ def read_checkpoint(path: Path | str) -> tuple[CheckpointInfo, dict[str, torch.T
     tensors). Pickles are read with `weights_only=True`: a weights file cannot run code."""
     path = Path(path)
     if is_torchscript(path):
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch.jit.load is deprecated, but OpenAI's release is TorchScript
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
         state = dict(module.state_dict())
         openai = any(k in state for k in OPENAI_KEYS)
         for k in OPENAI_KEYS:

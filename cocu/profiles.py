@@ -49,10 +49,41 @@ def compose(params_file: Path | str, name: str, folder: Path | str = "profiles")
     return merged
 
 
-def overrides(name: str, folder: Path | str = "profiles") -> list[str]:
-    """The overlay as `dvc exp run -S` arguments (values in YAML/JSON flow syntax)."""
-    flat = flatten(read_yaml(profile_path(name, folder)))
-    return [f"{key}={json.dumps(value) if not isinstance(value, str) else value}" for key, value in flat.items()]
+def overrides(name: str, folder: Path | str = "profiles", params_file: Path | str | None = None) -> list[str]:
+    """The overlay as `dvc exp run -S` arguments (values in YAML/JSON flow syntax, which DVC's
+    Hydra override grammar reads). With `params_file`, a mapping is split into one override per key
+    only where params.yaml holds a mapping too; where it holds a scalar or null (a mapping-valued
+    `pairs.shards_glob`), the mapping is one value, since Hydra cannot add keys to a null."""
+    overlay = read_yaml(profile_path(name, folder))
+    if params_file is None:
+        return [f"{key}={_value(value)}" for key, value in flatten(overlay).items()]
+    out: list[str] = []
+
+    def walk(node: dict[str, Any], base: Any, prefix: str) -> None:
+        for key, value in node.items():
+            inner = base.get(key) if isinstance(base, dict) else None
+            if isinstance(value, dict) and value and isinstance(inner, dict):
+                walk(value, inner, f"{prefix}{key}.")
+            else:
+                out.append(f"{prefix}{key}={_value(value)}")
+
+    walk(overlay, read_yaml(params_file), "")
+    return out
+
+
+_HYDRA_SPECIAL = set("{}[](),:=' \"\\")
+
+
+def _value(value: Any) -> str:
+    """One override value: strings bare unless Hydra would parse them (braces, quotes, ...), then
+    single-quoted; mappings as Hydra dicts; everything else as JSON."""
+    if isinstance(value, str):
+        if not _HYDRA_SPECIAL & set(value) and value:
+            return value
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
 
 
 def write(params_file: Path | str, name: str, folder: Path | str = "profiles") -> None:
@@ -63,6 +94,6 @@ def write(params_file: Path | str, name: str, folder: Path | str = "profiles") -
 def run_experiment(params_file: Path | str, name: str, folder: Path | str = "profiles", queue: bool = False) -> int:
     compose(params_file, name, folder)  # fail early, naming the key
     cmd = ["dvc", "exp", "run", "-n", name, *(["--queue"] if queue else [])]
-    for item in overrides(name, folder):
+    for item in overrides(name, folder, params_file):
         cmd += ["-S", item]
     return subprocess.call(cmd)

@@ -185,3 +185,29 @@ def test_rehearsal_runs_end_to_end_on_slurm_and_never_touches_the_data(tmp_path)
             result = json.loads((repo / "results" / variant / "s0" / f"{bench}.json").read_text())
             assert 0.0 <= result["mIoU"] <= 100.0 and result["num_images"] == 2
     assert (repo / "reports" / "results.md").is_file()
+
+
+@pytest.mark.slow
+def test_paper_profile_overrides_apply_through_dvc_exp_run(tmp_path):
+    """`python -m cocu profile NAME --exp` passes the overlay to `dvc exp run -S`; a mapping-valued
+    key that params.yaml holds as null (pairs.shards_glob) and brace patterns must reach params.yaml."""
+    (tmp_path / "profiles").mkdir()
+    shutil.copy(REPO / "profiles" / f"{PAPER}.yaml", tmp_path / "profiles")
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"pairs": base["pairs"], "clip": base["clip"]}))
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"show": {
+        "cmd": "cp params.yaml seen.yaml", "params": ["pairs", "clip"], "outs": [{"seen.yaml": {"cache": False}}]}}}))
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], git + ["commit", "-qm", "x"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, env=env)
+    items = [o for o in profiles.overrides(PAPER, tmp_path / "profiles", tmp_path / "params.yaml")
+             if o.startswith(("pairs.", "clip."))]
+    assert "pairs.shards_glob={cc3m: /datasets/cc3m/*.tar, cc12m: /datasets/cc12m/*.tar, " \
+           "yfcc14m: /datasets/yfcc14m/*.tar}" in items
+    items.append("pairs.caption_key='{odd}.txt'")  # a brace pattern in a plain string survives too
+    _run(["dvc", "exp", "run", "-n", "p", *[a for o in items for a in ("-S", o)]], tmp_path, env)
+    seen = yaml.safe_load((tmp_path / "seen.yaml").read_text())
+    assert seen["pairs"]["shards_glob"] == {"cc3m": "/datasets/cc3m/*.tar", "cc12m": "/datasets/cc12m/*.tar",
+                                           "yfcc14m": "/datasets/yfcc14m/*.tar"}
+    assert seen["pairs"]["caption_key"] == "{odd}.txt" and seen["clip"]["arch"] == "ViT-B-16-quickgelu"

@@ -118,14 +118,14 @@ def test_real_profile_indexes_existing_shards(pairs_run, tmp_path, monkeypatch):
     assert sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in shards.iterdir()) == before
 
 
-def test_real_profile_refuses_shards_changed_since_the_inputs_stage(pairs_run, tmp_path):
-    _, src = pairs_run
-    shards = tmp_path / "cc3m"
-    shards.mkdir()
-    (shards / "00000.tar").write_bytes((Path(src.paths.pairs_shards) / "000000.tar").read_bytes())
-    params = write_params(tmp_path, pairs={"source": "webdataset", "shards_glob": str(shards / "*.tar")})
+def test_real_profile_refuses_shards_changed_since_the_inputs_stage(tmp_path):
+    from cocu.data.shards import RawSample, encode_jpeg, write_shards
+
+    image = encode_jpeg(np.zeros((8, 8, 3), np.uint8), 90)
+    (shard,) = write_shards([RawSample("000000000", image, "a cat")], tmp_path / "cc3m", 10)
+    params = write_params(tmp_path, pairs={"source": "webdataset", "shards_glob": str(tmp_path / "cc3m" / "*.tar")})
     inputs_stage.main(params)
-    (shards / "00001.tar").write_bytes((Path(src.paths.pairs_shards) / "000000.tar").read_bytes())
+    shard.with_name("000001.tar").write_bytes(shard.read_bytes())  # a shard added after the fingerprint
     with pytest.raises(RuntimeError, match="changed since the `inputs` stage"):
         pairs_stage.main(params)
 

@@ -114,7 +114,7 @@ def _copy_repo(dest: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.slurm
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(1800)
 @pytest.mark.skipif(not _controller_up(), reason="no SLURM controller (`scontrol ping` failed; start one with "
                     "scripts/slurm_up.sh)")
 def test_rehearsal_runs_end_to_end_on_slurm_and_never_touches_the_data(tmp_path):
@@ -145,7 +145,7 @@ def test_rehearsal_runs_end_to_end_on_slurm_and_never_touches_the_data(tmp_path)
         t1 = time.perf_counter()
         _run(["dvc", "repro", "inputs"], repo, env)
         _run([sys.executable, "-m", "cocu", "launch", "--dry-run"], repo, env)
-        out = _run(["dvc", "repro"], repo, env, timeout=1100)
+        out = _run(["dvc", "repro"], repo, env, timeout=1500)
         timings["dvc repro"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         again = _run(["dvc", "repro"], repo, env)

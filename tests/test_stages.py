@@ -4,7 +4,6 @@ cluster dry run, and clear errors."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

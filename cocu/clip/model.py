@@ -6,13 +6,18 @@ loads strictly into an architecture with either activation (GELU or QuickGELU ha
 and then gives wrong embeddings silently. OpenAI's CLIP models were all trained with QuickGELU, so
 their weights need an open_clip `-quickgelu` architecture (`ViT-B-16-quickgelu`, not `ViT-B-16`).
 
-| format (`read_checkpoint`) | what the file is | activation from |
-|---|---|---|
-| `openai-torchscript` | OpenAI's release (`ViT-B-16.pt`): a TorchScript archive with OpenAI's `input_resolution`, `context_length`, `vocab_size` tensors | the archive's MLP activation modules (`QuickGELU`: x * sigmoid(1.702 x); `GELU`) |
-| `torchscript` | another TorchScript archive of a CLIP | the same |
-| `openai-state-dict` | a torch.save of OpenAI's model's state_dict (it keeps those three tensors) | OpenAI's: QuickGELU |
-| `open_clip-state-dict` | a plain state dict, `{"state_dict": ...}` checkpoint or .safetensors | `open_clip_config.json` beside it (`model_cfg.quick_gelu`, as open_clip's hub folders ship it); without it the file is refused |
-| `cocu-import` | what the `teacher` stage writes into `paths.clip_weights`: the tensors plus the architecture, activation and source checksum found at import | its record |
+Formats (`read_checkpoint`) and where the activation comes from:
+
+- `openai-torchscript`: OpenAI's release (`ViT-B-16.pt`), a TorchScript archive holding OpenAI's
+  `input_resolution`, `context_length` and `vocab_size` tensors; `torchscript`: another TorchScript
+  CLIP. Activation: the archive's MLP activation modules (`QuickGELU`, x * sigmoid(1.702 x), or GELU).
+- `openai-state-dict`: a torch.save of OpenAI's model's state_dict (it keeps those three tensors).
+  Activation: QuickGELU, as every OpenAI CLIP.
+- `open_clip-state-dict`: a plain state dict, a `{"state_dict": ...}` checkpoint or .safetensors.
+  Activation: `model_cfg.quick_gelu` of the `open_clip_config.json` beside it (open_clip's hub
+  folders ship it); without that file the activation is unknown and the file is refused.
+- `cocu-import`: what the `teacher` stage writes into `paths.clip_weights`: the tensors plus the
+  architecture, activation and source checksum found at import.
 
 `import_weights` (the teacher stage, real profile) reads the file, refuses a mismatch with
 `clip.arch` naming the file, the arch and the fix, loads it strictly into `clip.arch` (so shapes

@@ -41,6 +41,7 @@ def _features(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
                 model.encode_text(torch.randint(1, 49407, (2, 16), generator=g)))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")  # open_clip's OpenAI loader
 def test_openai_torchscript_needs_a_quickgelu_arch(tmp_path):
     path = write_openai_torchscript(tmp_path / "ViT-tiny.pt", QUICK)
     info, _ = read_checkpoint(path)

@@ -26,6 +26,7 @@ SUMMARY_KEYS = ("mIoU", "aAcc", "mAcc")
 def main(params_file: Path, variant: str, seed: int) -> None:
     import torch  # after run_stage has checked the params
 
+    from cocu.data.benchmarks import active_roots
     from cocu.eval.evaluate import evaluate_checkpoint
     from cocu.launch.device import resolve_device
     from cocu.tracking import start_run
@@ -38,7 +39,7 @@ def main(params_file: Path, variant: str, seed: int) -> None:
     run = run_name(variant, seed)
     out_dir = Path(params.paths.results) / variant / f"s{seed}"
     cards = {b: params.eval.benchmarks[b] for b in params.eval.active}
-    results = evaluate_checkpoint(run_outputs(params, variant, seed)["checkpoint"], cards, params.paths.benchmarks_root,
+    results = evaluate_checkpoint(run_outputs(params, variant, seed)["checkpoint"], cards, active_roots(params),
                                   params.data.mean, params.data.std, overlay_root=out_dir,
                                   num_overlays=params.eval.overlays, device=resolve_device("auto"))
     for bench, result in results.items():

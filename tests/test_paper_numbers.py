@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from cocu.reports import tables
-from cocu.reports.config import ReportConfig
+from cocu.config import ReportConfig
 from cocu.reports.page import reference_section
 from cocu.reports.reference import load_reference
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.exp or args.queue:
             return profiles.run_experiment(args.params, args.name, args.folder, queue=args.queue)
         profiles.compose(args.params, args.name, args.folder)
-        print(" ".join(["dvc", "exp", "run", "-n", args.name] + [f"-S '{o}'" for o in profiles.overrides(args.name, args.folder)]))
+        print(" ".join(["dvc", "exp", "run", "-n", args.name]
+                       + [f"-S {shlex.quote(o)}" for o in profiles.overrides(args.name, args.folder, args.params)]))
         return 0
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -164,7 +164,7 @@ class RunConfig(Checked):
 class PathsConfig(Checked):
     """Every file and folder the pipeline reads or writes, relative to the repo root."""
 
-    pairs_shards: str = spec(nonempty=True)  # webdataset shards of the pre-training pairs
+    pairs_shards: str = spec(nonempty=True)  # synthetic: the generated webdataset shards (a DVC output); real: stays empty
     pairs_manifest: str = spec(nonempty=True)  # parquet: key, shard, caption (+ hidden ground truth, synthetic)
     teacher_shards: str = spec(nonempty=True)  # synthetic only: the separate corpus the teacher CLIP is trained on
     teacher_manifest: str = spec(nonempty=True)
@@ -173,8 +173,12 @@ class PathsConfig(Checked):
     world_gallery: str = spec(nonempty=True)  # png gallery of the synthetic world
     vocabulary: str = spec(nonempty=True)  # concept list file, one concept per line
     synonyms: Optional[str] = spec(nonempty=True)  # optional TSV `synonym<TAB>concept` (null: none)
-    benchmarks_root: str = spec(nonempty=True)  # root of the segmentation benchmarks (DETECTRON2_DATASETS)
+    benchmarks_root: str = spec(nonempty=True)  # the synthetic benchmarks, written by the `benchmarks` stage (a DVC output)
+    # the real benchmarks' root (detectron2's DETECTRON2_DATASETS layout) outside the repo: only read,
+    # never written; null on the synthetic profile
+    benchmarks_external: Optional[str] = spec(nonempty=True)
     benchmarks_metrics: str = spec(nonempty=True)
+    inputs: str = spec(nonempty=True)  # folder of the `inputs` stage: fingerprints (names, sizes, mtimes) of external inputs
     clip_weights: str = spec(nonempty=True)  # CLIP weights: trained by `teacher` (synthetic) or a local file (real)
     teacher_metrics: str = spec(nonempty=True)
     image_embeddings: str = spec(nonempty=True)  # [N, D] float16 .npy, unit norm, row i = manifest row i
@@ -243,9 +247,10 @@ class PairsConfig(Checked):
     """Where the pre-training pairs come from."""
 
     source: Literal["synthetic", "webdataset"]
-    # real profile: existing img2dataset shards to validate and index (glob, relative to repo root); null:
-    # every .tar under paths.pairs_shards
-    shards_glob: Optional[str] = spec(nonempty=True)
+    # webdataset: the img2dataset shards, outside the repo and only read. One pattern, or a mapping
+    # {source: pattern} for several data sets (keys become `<source>/<key>`); brace-expanded, then
+    # globbed; relative to the repo root (cocu/data/sources.py). null: every .tar under paths.pairs_shards
+    shards_glob: Optional[Union[str, dict[str, str]]] = spec(nonempty=True)
     caption_key: str = spec(nonempty=True)  # img2dataset writes the caption as `.txt`
     image_keys: tuple[str, ...] = spec(nonempty=True, unique=True)  # image extensions, in order of preference
 

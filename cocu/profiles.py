@@ -47,21 +47,47 @@ def compose(params_file: Path | str, name: str, folder: Path | str = "profiles")
     return merged
 
 
-def overrides(name: str, folder: Path | str = "profiles") -> list[str]:
-    """The overlay as `dvc exp run -S` arguments (values in YAML/JSON flow syntax)."""
-    flat = flatten(read_yaml(profile_path(name, folder)))
-    return [f"{key}={_flow(value)}" for key, value in flat.items()]
+def overrides(name: str, folder: Path | str = "profiles", params_file: Path | str | None = None) -> list[str]:
+    """The overlay as `dvc exp run -S` arguments (values in YAML/JSON flow syntax, which DVC's
+    Hydra override grammar reads). With `params_file`, a mapping is split into one override per key
+    only where params.yaml holds a mapping too; where it holds a scalar or null (a mapping-valued
+    `pairs.shards_glob`), the mapping is one value, since Hydra cannot add keys to a null."""
+    overlay = read_yaml(profile_path(name, folder))
+    if params_file is None:
+        return [f"{key}={_value(value)}" for key, value in flatten(overlay).items()]
+    out: list[str] = []
+
+    def walk(node: dict[str, Any], base: Any, prefix: str) -> None:
+        for key, value in node.items():
+            inner = base.get(key) if isinstance(base, dict) else None
+            if isinstance(value, dict) and value and isinstance(inner, dict):
+                walk(value, inner, f"{prefix}{key}.")
+            else:
+                out.append(f"{prefix}{key}={_value(value)}")
+
+    walk(overlay, read_yaml(params_file), "")
+    return out
 
 
-def _flow(value: Any) -> str:
-    """`value` as text that DVC's YAML reads back as `value`: a plain string where it reads as
-    itself, JSON (a quoted string, a list, a number) otherwise."""
+_HYDRA_SPECIAL = set("{}[](),:=' \"\\")
+
+
+def _value(value: Any) -> str:
+    """One override value that DVC (Hydra's override grammar, then YAML 1.2) reads back as `value`:
+    a string bare where it reads as itself, JSON-quoted where YAML would read another type (`1e5`,
+    `yes`), single-quoted where Hydra would parse it (braces, quotes, ...); mappings as Hydra dicts;
+    everything else as JSON."""
     if isinstance(value, str):
+        if _HYDRA_SPECIAL & set(value) or not value:
+            return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
         try:
             if parse_yaml(f"v: {value}") == {"v": value}:
                 return value
         except ConfigError:
             pass
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_value(v)}" for k, v in value.items()) + "}"
     return json.dumps(value)
 
 
@@ -73,6 +99,6 @@ def write(params_file: Path | str, name: str, folder: Path | str = "profiles") -
 def run_experiment(params_file: Path | str, name: str, folder: Path | str = "profiles", queue: bool = False) -> int:
     compose(params_file, name, folder)  # fail early, naming the key
     cmd = ["dvc", "exp", "run", "-n", name, *(["--queue"] if queue else [])]
-    for item in overrides(name, folder):
+    for item in overrides(name, folder, params_file):
         cmd += ["-S", item]
     return subprocess.call(cmd)

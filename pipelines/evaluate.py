@@ -26,6 +26,7 @@ SUMMARY_KEYS = ("mIoU", "aAcc", "mAcc")
 def main(params_file: Path) -> None:
     import torch  # after run_stage has checked the params
 
+    from cocu.data.benchmarks import active_roots
     from cocu.eval.evaluate import evaluate_checkpoint
     from cocu.launch.device import resolve_device
     from cocu.tracking import start_run
@@ -41,7 +42,7 @@ def main(params_file: Path) -> None:
         run = run_name(variant, seed)
         out_dir = Path(params.paths.results) / variant / f"s{seed}"
         results = evaluate_checkpoint(run_outputs(params, variant, seed)["checkpoint"], cards,
-                                      params.paths.benchmarks_root, params.data.mean, params.data.std,
+                                      active_roots(params), params.data.mean, params.data.std,
                                       overlay_root=out_dir, num_overlays=params.eval.overlays, device=device,
                                       counts_root=out_dir)
         for bench, result in results.items():

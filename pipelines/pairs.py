@@ -1,9 +1,12 @@
 """DVC stage `pairs`: the image-caption pairs every later stage reads.
 
 Synthetic profile (`pairs.source: synthetic`): generate the pre-training pairs and the separate
-teacher corpus of the synthetic world as webdataset shards, plus a gallery PNG. Real profile
-(`pairs.source: webdataset`): validate and index existing img2dataset shards. Either way the
-shards are read back, bad samples are skipped and counted, and `manifest.parquet` lists the rest.
+teacher corpus of the synthetic world as webdataset shards inside the repo, plus a gallery PNG.
+Real profile (`pairs.source: webdataset`): validate and index the existing img2dataset shards named
+by `pairs.shards_glob` (outside the repo: only read, never a DVC output; keys source-qualified when
+there are several sources), after checking they are the ones the `inputs` stage fingerprinted.
+Either way the shards are read back, bad samples are skipped and counted, and `manifest.parquet`
+lists the rest.
 
 Writes `paths.pairs_metrics` (DVC metrics: valid pairs, skipped count), `<paths.details>/pairs.json`
 (per corpus: shards, written, valid, skip reasons, mention rate) and an MLflow run with all of it
@@ -22,7 +25,7 @@ log = logging.getLogger("pairs")
 
 
 def main(params_file: Path) -> None:
-    from cocu.data import pairs  # after run_stage has checked the params
+    from cocu.data import pairs, sources  # after run_stage has checked the params
     from cocu.tracking import start_run
     from cocu.tracking.run_info import write_json, write_metrics
 
@@ -36,8 +39,12 @@ def main(params_file: Path) -> None:
         ]
         pairs.synthetic_gallery(cfg, Path(paths.pairs_manifest), Path(paths.world_gallery))
     else:
-        shards = pairs.find_real_shards(params.pairs, Path(paths.pairs_shards))
+        shards = sources.pair_shards(params)
+        fingerprint = Path(paths.inputs) / "pairs.json"
+        sources.check_unchanged(fingerprint, sources.pairs_inputs(params), "the pair shards")
         stats = [pairs.index_corpus(shards, params.pairs, Path(paths.pairs_manifest), name="pairs")]
+        sources.check_unchanged(fingerprint, sources.pairs_inputs(params), "the pair shards")  # not during the read
+        pairs.write_empty_corpus(Path(paths.pairs_shards), None)  # the synthetic shards' folder stays empty
         pairs.write_empty_corpus(Path(paths.teacher_shards), Path(paths.teacher_manifest))
         pairs.real_gallery(shards, params.pairs, Path(paths.pairs_manifest), Path(paths.world_gallery))
     write_metrics(paths.pairs_metrics, pairs.headline(stats[0]))

@@ -4,8 +4,10 @@ Synthetic profile: train the tiny open_clip CLIP that stands in for web-scale CL
 teacher corpus with open_clip's CLIP loss, measured by held-out retrieval and its zero-shot
 concept accuracy and neighbour precision against the hidden ground truth. Real profile
 (`clip.source: pretrained`): check the local weights file `clip.weights_file` (sha256, optional
-expected checksum; never a download) and import it, so the weights are a DVC-tracked dependency of
-everything downstream.
+expected checksum; never a download; its format and activation against `clip.arch`: OpenAI's
+weights need a `-quickgelu` architecture, see cocu/clip/model.py) and import it into
+`paths.clip_weights`, so the weights are a DVC-tracked dependency of everything downstream. The
+`inputs` stage's `clip.json` (the file's name, size and mtime) makes a replaced file re-run this stage.
 
 `paths.teacher_metrics` (DVC metrics) holds a few headline numbers; `<paths.details>/teacher.json`
 the held-out metrics, epoch history and per-step losses; MLflow all of it and the wall clock."""
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 from cocu.config import load_params
@@ -24,7 +25,7 @@ log = logging.getLogger("teacher")
 
 
 def main(params_file: Path) -> None:
-    from cocu.clip.model import check_weights_file  # after run_stage has checked the params
+    from cocu.clip.model import check_weights_file, import_weights  # after run_stage has checked the params
     from cocu.clip.teacher import QualityProbe, headline, run_teacher
     from cocu.data import world
     from cocu.data.manifest import read_ground_truth
@@ -37,12 +38,12 @@ def main(params_file: Path) -> None:
     details = Path(paths.details) / "teacher.json"
     if params.clip.source == "pretrained":
         weights = Path(params.clip.weights_file) if params.clip.weights_file else None
-        digest = check_weights_file(weights, params.clip.expected_sha256, key="clip.weights_file")
-        Path(paths.clip_weights).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(weights, paths.clip_weights)
+        check_weights_file(weights, None, key="clip.weights_file")  # a clear error if it is missing
+        metrics = import_weights(params.clip, weights, Path(paths.clip_weights))
         write_metrics(paths.teacher_metrics, {})  # nothing measured: the weights are imported
-        write_json(details, {"metrics": {"weights_sha256": digest, "source": str(weights), "arch": params.clip.arch}})
-        log.info("teacher: imported %s (%s, sha256 %s)", weights, params.clip.arch, digest)
+        write_json(details, {"metrics": metrics})
+        log.info("teacher: imported %s (%s, %s, sha256 %s)", weights, params.clip.arch, metrics["activation"],
+                 metrics["weights_sha256"])
         return
     truth = read_ground_truth(paths.teacher_manifest)
     probe = QualityProbe.from_ground_truth(truth["key"], truth["gt_present"], world.concept_names(),

@@ -29,6 +29,15 @@ LOCAL_LAUNCHER = LauncherConfig(cluster="local", partition=None, nodes=1, gpus_p
                                 extra_sbatch={})
 
 
+def section(cls: type, name: str, **overrides: object) -> object:
+    """The `name` section of the repo's params.yaml as `cls`, with `overrides` (configs have no
+    defaults: tests state only what they vary)."""
+    from cocu.config import from_dict
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())[name]
+    return from_dict(cls, {**raw, **overrides}, source=f"params.yaml section {name} (test)")
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

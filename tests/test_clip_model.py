@@ -95,8 +95,9 @@ def test_checksum_mismatch_is_an_error(tmp_path: Path) -> None:
 
 
 def test_pretrained_profile_loads_local_file_of_a_registered_arch(tmp_path: Path) -> None:
-    """The pretrained path (open_clip.create_model with a file) on a tiny registered architecture:
-    .pt and .safetensors both load, with identical tensors; a hub schema is refused."""
+    """The pretrained path on a tiny registered architecture: open_clip state dicts as .pt and
+    .safetensors both load (their open_clip_config.json beside them says GELU), with identical
+    tensors; a hub schema is refused."""
     (tmp_path / "cocu-test-tiny.json").write_text(json.dumps(tiny_model_cfg(TINY)))
     open_clip.add_model_config(tmp_path / "cocu-test-tiny.json")
     torch.manual_seed(0)
@@ -107,6 +108,7 @@ def test_pretrained_profile_loads_local_file_of_a_registered_arch(tmp_path: Path
 
     st = tmp_path / "tiny.safetensors"
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(st))
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": tiny_model_cfg(TINY)}))
     cfg = pretrained("cocu-test-tiny")
     for path in (pt, st):
         model, _, pre_val, tok, digest = load_clip(cfg, path)

@@ -15,6 +15,7 @@ from PIL import Image
 from cocu.config import load_params
 from cocu.data import manifest, world
 from pipelines import benchmarks as benchmarks_stage
+from pipelines import inputs as inputs_stage
 from pipelines import pairs as pairs_stage
 
 from .conftest import REPO, write_params
@@ -94,32 +95,50 @@ def test_pairs_are_byte_deterministic(pairs_run, tmp_path, monkeypatch):
 
 
 def test_real_profile_indexes_existing_shards(pairs_run, tmp_path, monkeypatch):
-    """`pairs.source: webdataset` validates and indexes shards it did not write, counting bad ones."""
+    """`pairs.source: webdataset` validates and indexes shards it did not write, counting bad ones,
+    and writes nothing next to them (the `inputs` stage fingerprints them first)."""
     src_tmp, src = pairs_run
-    shards = tmp_path / "cc3m"
-    shards.mkdir()
+    shards = tmp_path / "external" / "cc3m"
+    shards.mkdir(parents=True)
     good = Path(src.paths.pairs_shards) / "000000.tar"
     (shards / "00000.tar").write_bytes(good.read_bytes())
     (shards / "00001.tar").write_bytes(b"")  # an empty shard, as img2dataset leaves after failures
+    before = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in shards.iterdir())
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    params = write_params(tmp_path, pairs={"source": "webdataset"}, paths={"pairs_shards": str(shards)})
+    params = write_params(tmp_path, pairs={"source": "webdataset", "shards_glob": f"{shards}/{{00000..00001}}.tar"})
+    inputs_stage.main(params)
     pairs_stage.main(params)
     loaded = load_params(params)
     frame = pd.read_parquet(loaded.paths.pairs_manifest)
     assert len(frame) == src.world.counts.pairs
     assert "gt_present" not in frame.columns
+    assert frame["shard"].iloc[0] == "00000.tar" and not frame["key"].str.contains("/").any()  # one source
     assert json.loads(Path(loaded.paths.pairs_metrics).read_text()) == {"pairs": src.world.counts.pairs, "skipped": 1}
     details = json.loads((Path(loaded.paths.details) / "pairs.json").read_text())
     assert details["pairs"]["skipped"]["empty_shard"] == 1
-    # the same outputs as the synthetic profile: an empty teacher corpus and a gallery of real pairs
+    # the same outputs as the synthetic profile: empty in-repo shard folders and a gallery of real pairs
     assert len(pd.read_parquet(loaded.paths.teacher_manifest)) == 0
+    assert list(Path(loaded.paths.pairs_shards).iterdir()) == []
     assert Image.open(loaded.paths.world_gallery).size[0] > 300
+    assert sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in shards.iterdir()) == before
 
 
-def test_missing_shard_folder_is_a_clear_error(tmp_path):
-    params = write_params(tmp_path, pairs={"source": "webdataset"}, paths={"pairs_shards": str(tmp_path / "none")})
-    with pytest.raises(FileNotFoundError, match=str(tmp_path / "none")):
+def test_real_profile_refuses_shards_changed_since_the_inputs_stage(tmp_path):
+    from cocu.data.shards import RawSample, encode_jpeg, write_shards
+
+    image = encode_jpeg(np.zeros((8, 8, 3), np.uint8), 90)
+    (shard,) = write_shards([RawSample("000000000", image, "a cat")], tmp_path / "cc3m", 10)
+    params = write_params(tmp_path, pairs={"source": "webdataset", "shards_glob": str(tmp_path / "cc3m" / "*.tar")})
+    inputs_stage.main(params)
+    shard.with_name("000001.tar").write_bytes(shard.read_bytes())  # a shard added after the fingerprint
+    with pytest.raises(RuntimeError, match="changed since the `inputs` stage"):
         pairs_stage.main(params)
+
+
+def test_missing_shards_are_a_clear_error(tmp_path):
+    params = write_params(tmp_path, pairs={"source": "webdataset", "shards_glob": str(tmp_path / "none" / "*.tar")})
+    with pytest.raises(FileNotFoundError, match=r"pairs.shards_glob: .*none/\*.tar' matches no shard"):
+        inputs_stage.main(params)
 
 
 def test_benchmarks_stage(tmp_path):
@@ -203,8 +222,10 @@ def test_ingest_edge_cases_are_counted_in_the_stage_metrics(pairs_run, tmp_path,
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{pairs_run[0] / 'mlflow.db'}")
-    params = load_params(write_params(tmp_path, pairs={"source": "webdataset"}, paths={"pairs_shards": str(shards)},
+    params = load_params(write_params(tmp_path, pairs={"source": "webdataset", "shards_glob": f"{shards}/*.tar"},
+                                      paths={"pairs_shards": str(tmp_path / "own_shards")},
                                       tracking={"experiment": "edge-cases"}))
+    inputs_stage.main(tmp_path / "params.yaml")  # the fingerprint the pairs stage checks the shards against
     pairs_stage.main(tmp_path / "params.yaml")
     assert json.loads(Path(params.paths.pairs_metrics).read_text()) == {"pairs": 21, "skipped": 2}
     details = json.loads((Path(params.paths.details) / "pairs.json").read_text())["pairs"]

@@ -4,7 +4,6 @@ cluster dry run, and clear errors."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -15,16 +14,63 @@ from .conftest import REPO, write_params
 
 
 def test_teacher_imports_a_pretrained_weights_file(tmp_path):
-    weights = tmp_path / "ViT-B-16.pt"
-    weights.write_bytes(b"not really weights, but bytes with a checksum")
-    params = write_params(tmp_path, clip={"source": "pretrained", "weights_file": str(weights)})
+    """The real profile's teacher stage checks OpenAI's release format against clip.arch and imports it."""
+    import hashlib
+
+    import torch
+
+    from cocu.clip.model import IMPORT_KEY
+    from cocu.rehearsal import write_openai_torchscript
+    from tests.test_clip_import import QUICK
+
+    _register_tiny_archs(tmp_path)
+    weights = write_openai_torchscript(tmp_path / "ViT-B-16.pt", QUICK)
+    params = write_params(tmp_path, clip={"source": "pretrained", "arch": QUICK, "weights_file": str(weights)})
     teacher.main(params)
     assert json.loads((tmp_path / "metrics" / "teacher.json").read_text()) == {}  # DVC metrics: nothing measured
     loaded = json.loads((tmp_path / "metrics" / "details" / "teacher.json").read_text())["metrics"]
-    import hashlib
-
     assert loaded["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
-    assert (tmp_path / "data" / "teacher" / "clip.pt").read_bytes() == weights.read_bytes()
+    assert loaded["format"] == "openai-torchscript" and loaded["activation"] == "QuickGELU"
+    record = torch.load(tmp_path / "data" / "teacher" / "clip.pt", weights_only=True)[IMPORT_KEY]
+    assert record["source_sha256"] == loaded["weights_sha256"] and record["arch"] == QUICK
+
+
+def test_teacher_refuses_openai_weights_for_a_gelu_arch(tmp_path, caplog):
+    from cocu.rehearsal import write_openai_torchscript
+    from tests.test_clip_import import GELU, QUICK
+
+    _register_tiny_archs(tmp_path)
+    weights = write_openai_torchscript(tmp_path / "ViT-B-16.pt", QUICK)
+    params = write_params(tmp_path, clip={"source": "pretrained", "arch": GELU, "weights_file": str(weights)})
+    with pytest.raises(SystemExit) as done:  # as the DVC stage runs it: one line, status 2, no traceback
+        run_stage_cli(teacher.main, params)
+    assert done.value.code == 2
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert str(weights) in record.getMessage() and f"set clip.arch: {QUICK}" in record.getMessage()
+    assert record.exc_info is None
+    assert not (tmp_path / "data" / "teacher" / "clip.pt").exists()
+
+
+def _register_tiny_archs(tmp_path):
+    import open_clip
+
+    from tests.test_clip_import import GELU, QUICK, TINY_CFG
+
+    for name, extra in ((GELU, {}), (QUICK, {"quick_gelu": True})):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**TINY_CFG, **extra}))
+        open_clip.add_model_config(tmp_path / f"{name}.json")
+
+
+def run_stage_cli(main, params):
+    import sys
+
+    from cocu.stage import run_stage
+
+    argv, sys.argv = sys.argv, ["stage", "--params", str(params)]
+    try:
+        run_stage(main, None)
+    finally:
+        sys.argv = argv
 
 
 def test_teacher_missing_weights_file_names_the_key(tmp_path):

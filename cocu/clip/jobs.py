@@ -9,7 +9,8 @@ from typing import Any
 from cocu.clip.embed import read_manifest_keys, run_embed
 from cocu.concepts.vocabulary import load_vocabulary
 from cocu.config import LauncherConfig, Params
-from cocu.data.shards import SkipCounter, iter_samples, list_shards
+from cocu.data.shards import SkipCounter, iter_samples
+from cocu.data.sources import pair_shards
 from cocu.launch.device import resolve_device
 
 
@@ -23,7 +24,7 @@ def embed_job(params: Params) -> dict[str, Any]:
     paths = params.paths
     vocab = load_vocabulary(paths.vocabulary, paths.synonyms, params.vocabulary)
     counter = SkipCounter()
-    samples = iter_samples(list_shards(paths.pairs_shards), counter, params.pairs.image_keys, params.pairs.caption_key)
+    samples = iter_samples(pair_shards(params), counter, params.pairs.image_keys, params.pairs.caption_key)
     stats = run_embed(samples, read_manifest_keys(Path(paths.pairs_manifest)), vocab.concepts, params.clip,
                       Path(paths.clip_weights), params.embed, resolve_device(params.embed.device),
                       Path(paths.image_embeddings), Path(paths.caption_embeddings), Path(paths.concept_embeddings),

@@ -7,7 +7,6 @@ and every skipped sample is counted by reason.
 
 from __future__ import annotations
 
-import glob
 import logging
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from tqdm import tqdm
 
 from cocu.config import PairsConfig, WorldConfig
 from cocu.data import manifest, world
-from cocu.data.shards import RawSample, SkipCounter, encode_jpeg, list_shards, write_shards
+from cocu.data.shards import RawSample, ShardRef, SkipCounter, encode_jpeg, write_shards
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +102,16 @@ def build_synthetic_corpus(
     return stats
 
 
-def write_empty_corpus(shards_dir: Path, manifest_path: Path) -> None:
-    """The real profile has no teacher corpus (CLIP comes from a weights file): empty outputs keep
-    the DVC stage's outputs identical across profiles."""
+def write_empty_corpus(shards_dir: Path, manifest_path: Path | None) -> None:
+    """An empty shard folder (and manifest) inside the repo: on a real profile there are no synthetic
+    pairs and no teacher corpus (CLIP comes from a weights file), and empty outputs keep the DVC
+    stage's outputs the same across profiles."""
     shards_dir.mkdir(parents=True, exist_ok=True)
     for old in shards_dir.glob("*.tar"):
         old.unlink()
-    manifest.write_manifest(pd.DataFrame({c: pd.Series(dtype=str) for c in manifest.TRAINING_COLUMNS}), manifest_path)
+    if manifest_path is not None:
+        manifest.write_manifest(pd.DataFrame({c: pd.Series(dtype=str) for c in manifest.TRAINING_COLUMNS}),
+                                manifest_path)
 
 
 def synthetic_gallery(cfg: WorldConfig, manifest_path: Path, path: Path, stream: str = "pairs",
@@ -130,7 +132,8 @@ def synthetic_gallery(cfg: WorldConfig, manifest_path: Path, path: Path, stream:
     return rows["key"].tolist()
 
 
-def real_gallery(shards: list[Path], cfg: PairsConfig, manifest_path: Path, path: Path, n: int = 12) -> list[str]:
+def real_gallery(shards: list[Path | ShardRef], cfg: PairsConfig, manifest_path: Path, path: Path,
+                 n: int = 12) -> list[str]:
     """The first `n` manifest rows of real shards (image and caption), as a PNG grid; returns their keys.
 
     Samples are read back from the shards and shown only where (key, shard) is a manifest row, so a
@@ -153,21 +156,8 @@ def real_gallery(shards: list[Path], cfg: PairsConfig, manifest_path: Path, path
     return [s.key for s in samples]
 
 
-def find_real_shards(cfg: PairsConfig, shards_dir: Path) -> list[Path]:
-    """Existing img2dataset shards: `pairs.shards_glob` if set, else every `*.tar` in the folder."""
-    if cfg.shards_glob:
-        paths = sorted(Path(p) for p in glob.glob(cfg.shards_glob, recursive=True))
-        if not paths:
-            raise FileNotFoundError(f"pairs.shards_glob matches no shard: {cfg.shards_glob}")
-        return paths
-    paths = list_shards(shards_dir)
-    if not paths:
-        raise FileNotFoundError(f"no *.tar shard in {shards_dir} (paths.pairs_shards)")
-    return paths
-
-
 def index_corpus(
-    shards: list[Path],
+    shards: list[Path | ShardRef],
     cfg: PairsConfig,
     manifest_path: Path,
     name: str,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import tarfile
 import unicodedata
 from collections import Counter
@@ -75,7 +76,7 @@ class Sample:
     key: str
     image: Image.Image  # RGB, fully decoded
     caption: str
-    shard: str  # file name of the shard it came from
+    shard: str  # id of the shard it came from: its file name, source-qualified (`ShardRef.id`)
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,44 @@ def list_shards(folder: Path | str, pattern: str = "*.tar") -> list[Path]:
     return sorted(folder.glob(pattern))
 
 
+SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # a source name: lower case, no '/'
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    """A shard file and the source (data set) it belongs to.
+
+    img2dataset numbers the shards and keys of every data set from `00000.tar` / `000000000`, so
+    CC3M, CC12M and YFCC14M collide. A named source qualifies both: shard id `cc3m/00000.tar`, key
+    `cc3m/000000000`; these ids are what the manifest, the embeddings' row order, the archives and
+    training look up. An unnamed source (`""`: the synthetic corpus, a single set) keeps the tar's
+    own names.
+    """
+
+    path: Path
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        if self.source and not SOURCE_NAME.fullmatch(self.source):
+            raise ValueError(f"shard source name {self.source!r}: use lower-case letters, digits, '_', '-', '.' "
+                             "(no '/')")
+
+    @property
+    def id(self) -> str:
+        """The shard's name in the manifest's `shard` column."""
+        return self.qualify(self.path.name)
+
+    def qualify(self, name: str) -> str:
+        """A key (or shard name) of this shard as the manifest holds it: `<source>/<name>`."""
+        return f"{self.source}/{name}" if self.source else name
+
+
+def as_shard_ref(shard: Path | str | ShardRef) -> ShardRef:
+    """A bare path is a shard of the unnamed source."""
+    return shard if isinstance(shard, ShardRef) else ShardRef(Path(shard))
+
+
 def split_member(name: str) -> tuple[str, str]:
     """`dir/abc.def.jpg` -> (`dir/abc`, `def.jpg`): webdataset splits at the first dot of the basename."""
     head, _, base = name.rpartition("/")
@@ -175,11 +214,13 @@ def split_member(name: str) -> tuple[str, str]:
     return (f"{head}/{stem}" if head else stem), ext.lower() if dot else ""
 
 
-def _iter_groups(path: Path, counter: SkipCounter) -> Iterator[tuple[str, dict[str, bytes]]]:
+def _iter_groups(path: Path, counter: SkipCounter, label: str | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {ext: bytes}) per sample: consecutive members sharing a key, until an extension repeats
-    (`a.jpg a.txt a.jpg a.txt` is two samples `a`, not one); corrupt tars are counted."""
+    (`a.jpg a.txt a.jpg a.txt` is two samples `a`, not one); corrupt tars are counted under `label`
+    (default: the file name)."""
+    label = label or path.name
     if path.stat().st_size == 0:
-        counter.add("empty_shard", path.name)
+        counter.add("empty_shard", label)
         return
     key, group, n = None, {}, 0
     try:
@@ -196,17 +237,17 @@ def _iter_groups(path: Path, counter: SkipCounter) -> Iterator[tuple[str, dict[s
                 f = tar.extractfile(member)
                 group[ext] = f.read() if f is not None else b""
     except (tarfile.TarError, OSError, EOFError) as e:
-        counter.add("corrupt_shard", f"{path.name}: {e}")
+        counter.add("corrupt_shard", f"{label}: {e}")
         return  # the group being read when the tar broke is incomplete: not yielded
     if key is not None:
         n += 1
         yield key, group
     if n == 0:
-        counter.add("empty_shard", path.name)
+        counter.add("empty_shard", label)
 
 
 def iter_samples(
-    shards: Sequence[Path],
+    shards: Sequence[Path | ShardRef],
     counter: SkipCounter | None = None,
     image_keys: Sequence[str] = ("jpg", "jpeg", "png", "webp"),
     caption_key: str = "txt",
@@ -215,17 +256,21 @@ def iter_samples(
     """Valid samples of `shards` in order; every invalid one is skipped and counted in `counter`.
 
     A bad key, and a key already seen in the same shard, are skipped before anything is decoded
-    (module docstring); a valid key repeated across shards is left to the manifest to count.
+    (module docstring); a valid key repeated across shards is left to the manifest to count. Keys and
+    shard names come out qualified by each shard's source (`ShardRef.qualify`); the bad-key rule
+    applies to the raw key in the tar.
     """
     counter = counter if counter is not None else SkipCounter()
-    for path in shards:
-        path = Path(path)
+    for shard in shards:
+        ref = as_shard_ref(shard)
+        path = ref.path
         seen: set[str] = set()  # keys of this shard so far (a shard holds thousands, not millions)
-        for key, group in _iter_groups(path, counter):
-            if not is_valid_key(key):
-                counter.add("bad_key", f"{path.name}:{key!r}")
+        for raw_key, group in _iter_groups(path, counter, ref.id):
+            if not is_valid_key(raw_key):
+                counter.add("bad_key", f"{ref.id}:{raw_key!r}")
                 continue
-            where = f"{path.name}:{key}"
+            key = ref.qualify(raw_key)
+            where = f"{ref.id}:{raw_key}"
             if key in seen:
                 counter.add("duplicate_key", where)
                 continue
@@ -253,4 +298,4 @@ def iter_samples(
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
                 counter.add("truncated_image", where)
                 continue
-            yield Sample(key=key, image=image, caption=caption, shard=path.name)
+            yield Sample(key=key, image=image, caption=caption, shard=ref.id)

@@ -41,20 +41,23 @@ def load_model(checkpoint: Path | str, device: torch.device) -> tuple[torch.nn.M
     return model.to(device).eval(), cfg
 
 
-def evaluate_checkpoint(checkpoint: Path | str, cards: Mapping[str, ProtocolCard], root: Path | str,
+def evaluate_checkpoint(checkpoint: Path | str, cards: Mapping[str, ProtocolCard],
+                        root: Path | str | Mapping[str, Path | str],
                         mean: Sequence[float], std: Sequence[float], overlay_root: Path | None = None,
                         num_overlays: int = 0, device: torch.device = torch.device("cpu"),
                         counts_root: Path | None = None) -> dict[str, dict[str, Any]]:
     """mIoU etc. of one checkpoint on each benchmark of `cards` (name -> protocol card), each
     result with its card beside the numbers. The model is loaded once; each benchmark runs under
-    its own card, exactly as it would alone. Overlays go to `<overlay_root>/<name>_examples`, per-image
-counts (for paired comparisons) to `<counts_root>/<name>.counts.npz`."""
+    its own card, exactly as it would alone. `root`: the benchmarks root, or one per benchmark name
+    (synthetic sets live in the repo, real ones outside it). Overlays go to
+    `<overlay_root>/<name>_examples`, per-image counts (for paired comparisons) to
+    `<counts_root>/<name>.counts.npz`."""
     model, cfg = load_model(checkpoint, device)
     tokenizer = build_tokenizer(cfg.text)
     sha = sha256_file(Path(checkpoint))
     results = {}
     for name, card in cards.items():
-        bench = open_benchmark(card, root)
+        bench = open_benchmark(card, root[name] if isinstance(root, Mapping) else root)
         text = benchmark_text_embeddings(model, tokenizer, bench, device)
         overlay_dir = None if overlay_root is None else Path(overlay_root) / f"{name}_examples"
         counts = None if counts_root is None else Path(counts_root) / f"{name}.counts.npz"

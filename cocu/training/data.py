@@ -65,8 +65,8 @@ from torchvision.io import ImageReadMode, decode_image
 
 from cocu.training.augment import NUM_UNIFORMS, augment, erase_boxes
 from cocu.config import DataConfig
+from cocu.data.shards import ShardRef, as_shard_ref, split_member
 from cocu.training.flat import KeyIndex, StringTable, read_only
-from cocu.data.shards import split_member
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ class PretrainData:
     a caption table and the row's shard index int32 [N], so that DataLoader workers share them.
     """
 
-    def __init__(self, shards: Sequence[Path | str], manifest: pd.DataFrame | pa.Table, prompts: PromptFn,
+    def __init__(self, shards: Sequence[Path | str | ShardRef], manifest: pd.DataFrame | pa.Table, prompts: PromptFn,
                  tokenizer: Tokenizer, cfg: DataConfig, *, image_size: int, batch_size: int,
                  rank: int = 0, world_size: int = 1, seed: int = 0, pin_memory: bool = False,
                  with_keys: bool = True, image_keys: Sequence[str] = ("jpg", "jpeg", "png", "webp")) -> None:
@@ -294,14 +294,15 @@ class PretrainData:
         self.image_size, self.batch_size, self.seed = int(image_size), int(batch_size), int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
         self.pin_memory, self.with_keys, self.image_keys = pin_memory, with_keys, tuple(image_keys)
-        by_name = {Path(s).name: str(s) for s in shards}
+        by_id = {r.id: r for r in map(as_shard_ref, shards)}  # the manifest's `shard` column -> file
         shard_codes = pc.dictionary_encode(_column(manifest, "shard").combine_chunks())  # a string per shard
         names = sorted(shard_codes.dictionary.to_pylist())
-        missing = [n for n in names if n not in by_name]
+        missing = [n for n in names if n not in by_id]
         if missing:
             raise FileNotFoundError(f"{len(missing)} shards of the manifest are not among the shard files, "
                                     f"e.g. {missing[0]} (re-run the `pairs` stage?)")
-        self.shard_paths = [by_name[n] for n in names]  # shard index -> path
+        self.shard_paths = [str(by_id[n].path) for n in names]  # shard index -> path
+        self.shard_refs = [by_id[n] for n in names]  # shard index -> source (qualifies the tar's keys)
         position = {n: i for i, n in enumerate(names)}
         rank_of_code = np.array([position[n] for n in shard_codes.dictionary.to_pylist()], np.int32)
         # per key: flat arrays only (flat.py), shared by forked DataLoader workers without copies
@@ -390,7 +391,9 @@ class PretrainData:
         """(manifest row, key, image bytes) of the stream's samples, in file order."""
         for url in urls:
             shard = self.shard_of_url[url]
-            for key, image in shard_images(url, self.image_keys, skipped):
+            ref = self.shard_refs[shard]
+            for raw_key, image in shard_images(url, self.image_keys, skipped):
+                key = ref.qualify(raw_key)  # as the manifest holds it: `<source>/<key>` for a named source
                 row = self.key_index.find(key)
                 if row < 0 or self.row_shard[row] != shard:
                     skipped["not_in_manifest"] = skipped.get("not_in_manifest", 0) + 1

@@ -21,7 +21,7 @@ import torch
 
 from cocu.config import Params, to_dict
 from cocu.data.manifest import read_ground_truth, read_manifest_table
-from cocu.data.shards import list_shards
+from cocu.data.sources import pair_shards
 from cocu.launch.device import resolve_device
 from cocu.launch.distributed import DistInfo, barrier, destroy_process_group, from_env, init_process_group
 from cocu.models.factory import build_model
@@ -130,7 +130,7 @@ def build_data(params: Params, variant: str, seed: int, dist: DistInfo) -> Pretr
         vocab = None
     prompts = make_prompt_source(variant, vocab, archives, truth, num_prompts=params.train.num_prompts,
                                  caption_concepts=caption_concepts)
-    return PretrainData(list_shards(paths.pairs_shards), manifest, prompts, build_tokenizer(params.model.text),
+    return PretrainData(pair_shards(params), manifest, prompts, build_tokenizer(params.model.text),
                         params.data, image_size=params.model.image.img_size, batch_size=params.train.batch_size,
                         rank=dist.rank, world_size=dist.world_size, seed=seed,
                         pin_memory=torch.cuda.is_available(), with_keys=False, image_keys=params.pairs.image_keys)

@@ -7,7 +7,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: help venv repro test test-fast lock clean-venv
+.PHONY: help venv repro study robustness test test-fast lock clean-venv
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,13 @@ venv: $(VENV)/.installed  ## create .venv and install the pinned requirements
 
 repro: venv  ## run the whole pipeline (dvc repro) on the synthetic default
 	dvc repro
+
+study: venv  ## five variants x 5 seeds + the curation-precision ablation as a DVC experiment; report in reports/study/
+	python scripts/studies.py study
+
+robustness: venv  ## the default re-run on emulated other machines and in other worlds; reports/robustness.md
+	python scripts/studies.py robustness
+	python scripts/studies.py table
 
 test: venv  ## the whole test suite
 	pytest -q

@@ -41,6 +41,12 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 
+# pre-training variants (cocu/training/prompts.py makes their prompts); precision<P> is the
+# curation-precision ablation at P percent
+VARIANTS: tuple[str, ...] = ("baseline", "cocu", "ranking", "expansion", "oracle")
+PRECISION_VARIANT = re.compile(r"^precision(\d{1,3})$")
+
+
 class ConfigError(ValueError):
     """A params file does not match the typed schema; the message names the file and key."""
 
@@ -190,8 +196,10 @@ class PathsConfig(Checked):
     curate_metrics: str = spec(nonempty=True)
     runs: str = spec(nonempty=True)  # pre-training run folders (checkpoints for resume), one per variant and seed
     checkpoints: str = spec(nonempty=True)  # final model weights, one file per variant and seed
-    pretrain_metrics: str = spec(nonempty=True)  # folder: final metrics json + loss-curve csv per run
-    results: str = spec(nonempty=True)  # folder: <variant>/s<seed>/<benchmark>.json
+    pretrain_metrics: str = spec(nonempty=True)  # folder: final metrics json per run (DVC metrics)
+    pretrain_curves: str = spec(nonempty=True)  # folder: loss-curve csv per run (DVC plots)
+    results: str = spec(nonempty=True)  # folder: <variant>/s<seed>/<benchmark>.json (+ counts, examples)
+    eval_metrics: str = spec(nonempty=True)  # folder: mIoU, aAcc, mAcc per run and benchmark (DVC metrics)
     paper_numbers: str = spec(nonempty=True)  # the paper's reference numbers, each with its source
     reports: str = spec(nonempty=True)  # folder the `report` stage writes (results.md, tables/, figures/)
     mlflow_db: str = spec(nonempty=True)  # sqlite file of the embedded MLflow store, at the repo root
@@ -217,6 +225,8 @@ class WorldConfig(Checked):
     min_concepts: int = spec(ge=1)  # concepts per image, inclusive (the world caps max_concepts)
     max_concepts: int = spec(ge=1)
     mention_rate: float = spec(gt=0, lt=1)  # target fraction of present concepts that the caption names
+    naming_bias: float = spec(ge=0)  # mention-logit penalty of the under-named concepts (0: saliency alone)
+    thing_scale: float = spec(gt=0, le=3)  # radius multiplier of every thing (1: the original sizes)
     shard_size: int = spec(ge=1)  # samples per webdataset shard
     jpeg_quality: int = spec(ge=1, le=100)
     seed: int = spec(ge=0)
@@ -270,13 +280,21 @@ class LauncherConfig(Checked):
 
 @dataclass(frozen=True)
 class PretrainConfig(Checked):
-    """Which GroupViT runs the `pretrain` stage trains (a DVC matrix over variants x seeds)."""
+    """Which GroupViT runs the `pretrain` stage trains: every variant x every seed."""
 
-    # baseline | cocu | ranking | expansion | oracle (the upper bound)
-    variants: tuple[Literal["baseline", "cocu", "ranking", "expansion", "oracle"], ...] = spec(nonempty=True,
-                                                                                               unique=True)
-    seeds: tuple[int, ...] = spec(ge=0, nonempty=True, unique=True)  # one run per seed and variant; mean ± std
-    threads: int = spec(ge=0)  # torch.set_num_threads on CPU (0: leave torch's default)
+    # baseline | cocu | ranking | expansion | oracle (the upper bound) | precision<P> (P = 0-100: the
+    # curation-precision ablation, ground truth mixed with wrong concepts; synthetic world only)
+    variants: tuple[str, ...] = spec(nonempty=True, unique=True)
+    seeds: tuple[int, ...] = spec(ge=0, nonempty=True, unique=True)  # one run per seed and variant; paired by seed
+    threads: int = spec(ge=0)  # torch.set_num_threads per run on CPU (0: leave torch's default)
+    parallel: int = spec(ge=1)  # launcher.cluster local: runs trained at once, one process each
+
+    def _check(self) -> None:
+        for i, v in enumerate(self.variants):
+            m = PRECISION_VARIANT.match(v)
+            if v not in VARIANTS and not (m and 0 <= int(m.group(1)) <= 100):
+                self._fail(f"variants[{i}]", f"{v!r} is not a variant: one of {', '.join(VARIANTS)} or "
+                                             "precision<P> with P = 0-100")
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,6 +442,8 @@ class ImageEncoderConfig(Checked):
     token_mlp_ratio: float = spec(gt=0)  # group-token mixing MLP hidden = token_mlp_ratio * width
     drop_path: float = spec(ge=0, lt=1)  # stochastic depth, linear over all transformer blocks
     gumbel_tau: float = spec(gt=0)  # temperature of the straight-through Gumbel-softmax assignment
+    group_token_std: float = spec(gt=0)  # init std of the learnable group tokens (GroupViT: 0.02)
+    gumbel_noise: bool  # Gumbel noise on the assignment logits in training (GroupViT: true)
 
     def _check(self) -> None:
         n = len(self.depths)
@@ -485,7 +505,8 @@ def paper_model_config() -> ModelConfig:
     return ModelConfig(
         image=ImageEncoderConfig(img_size=224, patch_size=16, in_chans=3, width=384, depths=(6, 3, 3),
                                  num_heads=(6, 6, 6), num_group_tokens=(64, 8, 0), num_output_groups=(64, 8),
-                                 mlp_ratio=4.0, token_mlp_ratio=0.5, drop_path=0.1, gumbel_tau=1.0),
+                                 mlp_ratio=4.0, token_mlp_ratio=0.5, drop_path=0.1, gumbel_tau=1.0,
+                                 group_token_std=0.02, gumbel_noise=True),
         text=TextEncoderConfig(context_length=77, vocab_size=49408, width=256, layers=12, heads=4, mlp_ratio=4.0),
         projector=ProjectorConfig(hidden_dim=4096, out_dim=256),
         temperature=0.07, max_logit_scale=100.0,
@@ -498,7 +519,8 @@ def tiny_model_config() -> ModelConfig:
     return ModelConfig(
         image=ImageEncoderConfig(img_size=64, patch_size=8, in_chans=3, width=64, depths=(2, 1, 1),
                                  num_heads=(2, 2, 2), num_group_tokens=(8, 4, 0), num_output_groups=(8, 4),
-                                 mlp_ratio=4.0, token_mlp_ratio=0.5, drop_path=0.0, gumbel_tau=1.0),
+                                 mlp_ratio=4.0, token_mlp_ratio=0.5, drop_path=0.0, gumbel_tau=0.1,
+                                 group_token_std=0.02, gumbel_noise=True),
         text=TextEncoderConfig(context_length=32, vocab_size=49408, width=64, layers=2, heads=2, mlp_ratio=4.0),
         projector=ProjectorConfig(hidden_dim=256, out_dim=64),
         temperature=0.07, max_logit_scale=100.0,
@@ -650,6 +672,7 @@ class ReportSection(Checked):
     benchmarks_order: tuple[str, ...] = spec(unique=True)  # column order; benchmarks not named follow, sorted
     curve_metric: str = spec(nonempty=True)  # curve column plotted in the convergence figure
     decimals: int = spec(ge=0, le=6)  # decimals of mIoU in the Markdown and LaTeX tables
+    concept_benchmark: str = spec(nonempty=True)  # per-concept analysis: the benchmark holding every concept
 
 
 @dataclass(frozen=True)
@@ -659,6 +682,7 @@ class ReportConfig(Checked):
 
     results_dir: str  # results/<variant>/s<seed>/<benchmark>.json, written by the `evaluate` stage
     curves_dir: str  # <variant>-s<seed>.csv training curves (step, loss, ...), written by `pretrain`
+    run_metrics_dir: str  # <variant>-s<seed>.json final metrics of each run, written by `pretrain`
     paper_numbers: str  # reference numbers with their sources (configs/paper_numbers.yaml)
     out_dir: str  # results.md, tables/, figures/ are written here
     curate_metrics: Optional[str]  # flat JSON of the `curate` stage; missing file: omitted with a note
@@ -670,15 +694,26 @@ class ReportConfig(Checked):
     benchmarks_order: tuple[str, ...]
     curve_metric: str
     decimals: int = spec(ge=0, le=6)
+    concept_benchmark: str
+    # the runs the pipeline is configured for (pretrain.variants x pretrain.seeds): only their
+    # results are read; None reads every result file found (tests, ad-hoc use)
+    variants: Optional[tuple[str, ...]]
+    seeds: Optional[tuple[int, ...]]
+    pairs_manifest: Optional[str]  # synthetic world: the hidden ground truth of the per-concept analysis
+    archives: Optional[str]  # the curated archives (per-concept curation recall)
+    num_prompts: int = spec(ge=0)  # K: prompts per training step (CoCu's prompt recall)
 
     @classmethod
     def from_params(cls, params: Params) -> ReportConfig:
         paths = params.paths
         knobs = {f.name: getattr(params.report, f.name) for f in dataclasses.fields(ReportSection)}
-        return cls(results_dir=paths.results, curves_dir=paths.pretrain_metrics, paper_numbers=paths.paper_numbers,
+        return cls(results_dir=paths.results, curves_dir=paths.pretrain_curves,
+                   run_metrics_dir=str(Path(paths.details) / "pretrain"), paper_numbers=paths.paper_numbers,
                    out_dir=paths.reports, curate_metrics=str(Path(paths.details) / "curate.json"),
                    teacher_metrics=str(Path(paths.details) / "teacher.json"),
-                   gallery=paths.world_gallery, **knobs)
+                   gallery=paths.world_gallery, variants=params.pretrain.variants, seeds=params.pretrain.seeds,
+                   pairs_manifest=paths.pairs_manifest, archives=paths.archives,
+                   num_prompts=params.train.num_prompts, **knobs)
 
 
 # --------------------------------------------------------------------------------------------

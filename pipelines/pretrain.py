@@ -1,16 +1,20 @@
-"""DVC stage `pretrain@<variant>-<seed>`: GroupViT pre-training of one variant at one seed.
+"""DVC stage `pretrain`: GroupViT pre-training of every configured run, `pretrain.variants` x
+`pretrain.seeds` (runs with the same seed share their initial weights and data order: the pairing
+of every comparison in the report).
 
 Variants differ only in where the K extra prompts come from: `baseline` (concepts of the pair's own
 caption), `cocu` (cluster-guided sampling from the concept archive), `ranking` (top-K of the
-archive, the official code's default), `expansion` (uniform over the archive) and `oracle` (the
-hidden ground truth: an upper bound, never a method). The run goes through `cocu/launch`:
-in-process with `launcher.cluster: local`, a pre-emptible submitit job on SLURM.
+archive, the official code's default), `expansion` (uniform over the archive), `oracle` (the
+hidden ground truth: an upper bound, never a method) and `precision<P>` (the curation-precision
+ablation). Runs go through `cocu/launch`: locally `pretrain.parallel` runs at a time, each a
+process with `pretrain.threads` threads; on SLURM every run is its own pre-emptible job, all
+submitted at once. A run whose folder holds a finished run of the same settings, inputs and code
+is exported again without training, so adding a seed or a variant trains only the new runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 from pathlib import Path
 
@@ -20,25 +24,28 @@ from cocu.stage import run_stage
 log = logging.getLogger("pretrain")
 
 
-def main(params_file: Path, variant: str, seed: int) -> None:
+def main(params_file: Path, runs: str | None = None) -> None:
     params = load_params(params_file)
-    if variant not in params.pretrain.variants:
-        raise ConfigError(f"{params_file}: variant {variant!r} is not in pretrain.variants {params.pretrain.variants}")
+    from cocu.training.pretrain import train_runs  # after the params are checked
+    from cocu.training.runs import configured_runs
 
-    from cocu.launch.executor import run_job  # after the params are checked
-    from cocu.launch.jobs import CheckpointableTask
-    from cocu.training import pretrain
-    from cocu.training.runs import run_name, run_outputs
-
-    run_dir = run_outputs(params, variant, seed)["run_dir"]
-    task = CheckpointableTask(functools.partial(pretrain.pretrain_job, Path(params_file).resolve(), variant, seed), run_dir)
-    summary = run_job(task, cfg=params.launcher, name=f"pretrain-{run_name(variant, seed)}")
-    log.info("pretrain %s: %s", run_name(variant, seed), summary)
+    selected = configured_runs(params)
+    if runs:  # a subset, e.g. `--runs cocu-s0,oracle-s0` (outside DVC)
+        wanted = [r.strip() for r in runs.split(",") if r.strip()]
+        names = {f"{v}-s{s}": (v, s) for v, s in selected}
+        unknown = [r for r in wanted if r not in names]
+        if unknown:
+            raise ConfigError(f"{params_file}: --runs {', '.join(unknown)} not among the configured runs "
+                              f"{', '.join(names)} (pretrain.variants x pretrain.seeds)")
+        selected = [names[r] for r in wanted]
+    summaries = train_runs(Path(params_file).resolve(), params, selected)
+    for name, summary in summaries.items():
+        log.info("pretrain %s: %d steps, final loss %.4f", name, summary.get("steps", 0),
+                 summary.get("final/loss", float("nan")))
 
 
 def _flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", default=None, help="comma-separated run names (<variant>-s<seed>); default: all")
 
 
 if __name__ == "__main__":

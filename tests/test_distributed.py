@@ -37,7 +37,8 @@ from tests.conftest import BASE_TRAIN
 MICRO = ModelConfig(
     image=ImageEncoderConfig(img_size=32, patch_size=8, in_chans=3, width=32, depths=(1, 1, 1), num_heads=(2, 2, 2),
                              num_group_tokens=(4, 2, 0), num_output_groups=(4, 2), mlp_ratio=4.0,
-                             token_mlp_ratio=0.5, drop_path=0.1, gumbel_tau=1.0),
+                             token_mlp_ratio=0.5, drop_path=0.1, gumbel_tau=1.0, group_token_std=0.02,
+                             gumbel_noise=True),
     text=TextEncoderConfig(context_length=16, vocab_size=1000, width=32, layers=1, heads=2, mlp_ratio=4.0),
     projector=ProjectorConfig(hidden_dim=64, out_dim=32),
     temperature=0.07, max_logit_scale=100.0,

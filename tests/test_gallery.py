@@ -12,7 +12,8 @@ from cocu.data.gallery import label_colours, write_gallery
 
 CFG = from_dict(WorldConfig, dict(
     size="smoke", sizes={"smoke": {"pairs": 8, "teacher": 8, "benchmark": 4}}, image_size=32, min_concepts=2,
-    max_concepts=6, mention_rate=0.4, shard_size=10, jpeg_quality=90, seed=0, benchmarks=["synth_all"],
+    max_concepts=6, mention_rate=0.4, naming_bias=0.0, thing_scale=1.0, shard_size=10, jpeg_quality=90, seed=0,
+    benchmarks=["synth_all"],
 ))
 
 

@@ -58,7 +58,9 @@ def test_report_renders_the_secondary_numbers(ref) -> None:
     benches = ["voc", "context", "coco_object", "coco_stuff", "cityscapes"]
     results = pd.DataFrame([{"variant": v, "seed": 0, "benchmark": b, "mIoU": 20.0}
                             for v in ("baseline", "cocu") for b in benches])
-    cfg = ReportConfig(results_dir="r", curves_dir="c", paper_numbers=str(PAPER), out_dir="o")
+    from tests.test_reports import KNOBS, NO_FILES
+
+    cfg = ReportConfig(results_dir="r", curves_dir="c", paper_numbers=str(PAPER), out_dir="o", **NO_FILES, **KNOBS)
     main = tables.main_table(tables.summarize(results, benches), benches, ["baseline", "cocu"], ref, cfg)
     data = main.data.set_index(["variant", "benchmark"])
     for bench, value in SYNSEG[("cocu", MAIN)].items():

@@ -35,15 +35,15 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
     smoke = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
     smoke.pop("run")
-    smoke["pretrain"] = {"variants": ["baseline", "cocu", "oracle"], "seeds": [0], "threads": 1}
+    smoke["pretrain"] = {"variants": ["baseline", "cocu", "oracle", "precision50"], "seeds": [0], "threads": 1,
+                         "parallel": 2}
     smoke["eval"] = {"active": ["synth_things", "synth_stuff", "synth_all"], "overlays": 2, "threads": 1}
     params_file = write_params(tmp, **smoke)
     for stage in (pairs, benchmarks, teacher, embed, index, concepts, curate):
         stage.main(params_file)
     params = load_params(params_file)
-    for variant in params.pretrain.variants:
-        pretrain.main(params_file, variant=variant, seed=0)
-        evaluate.main(params_file, variant=variant, seed=0)
+    pretrain.main(params_file)  # every run, two processes at a time
+    evaluate.main(params_file)
     report.main(params_file)
     yield params_file, params
     mp.undo()
@@ -87,7 +87,7 @@ def test_pretrain_and_results(pipeline):
     _, params = pipeline
     for variant in params.pretrain.variants:
         assert Path(params.paths.checkpoints, f"{variant}-s0.pt").is_file()
-        curve = pd.read_csv(Path(params.paths.pretrain_metrics) / f"{variant}-s0.csv")
+        curve = pd.read_csv(Path(params.paths.pretrain_curves) / f"{variant}-s0.csv")
         assert len(curve) >= 1 and np.isfinite(curve["loss"]).all()
         summary = json.loads((Path(params.paths.details) / "pretrain" / f"{variant}-s0.json").read_text())
         headline = json.loads((Path(params.paths.pretrain_metrics) / f"{variant}-s0.json").read_text())
@@ -100,7 +100,7 @@ def test_pretrain_and_results(pipeline):
             assert result["checkpoint_sha256"] == summary["checkpoint_sha256"]
             assert result["protocol"].startswith(bench)
             assert list((Path(params.paths.results) / variant / "s0" / f"{bench}_examples").glob("*.png"))
-        metrics = json.loads((Path(params.paths.results) / variant / "s0.json").read_text())  # the DVC metrics file
+        metrics = json.loads((Path(params.paths.eval_metrics) / f"{variant}-s0.json").read_text())  # DVC metrics
         assert {b: metrics[f"mIoU/{b}"] for b in params.eval.active} == {
             b: json.loads((Path(params.paths.results) / variant / "s0" / f"{b}.json").read_text())["mIoU"]
             for b in params.eval.active}
@@ -115,7 +115,13 @@ def test_report_numbers_equal_result_files(pipeline):
             row = table[(table["variant"] == variant) & (table["benchmark"] == bench)]
             assert len(row) == 1
             assert row["miou_mean"].iloc[0] == pytest.approx(result["mIoU"], abs=1e-9)
-    assert (Path(params.paths.reports) / "results.md").read_text().count("oracle") >= 1
+    page = (Path(params.paths.reports) / "results.md").read_text()
+    assert page.count("oracle") >= 1 and "Paired differences to the baseline" in page
+    paired = pd.read_csv(Path(params.paths.reports) / "tables" / "paired.csv")
+    assert set(paired["variant"]) == {"cocu", "oracle", "precision50"}  # every other variant vs the baseline
+    assert (Path(params.paths.reports) / "figures" / "mechanism.png").is_file()
+    dose = pd.read_csv(Path(params.paths.reports) / "tables" / "dose_response.csv")
+    assert list(dose["variant"]) == ["precision50"] and 0.0 <= dose["precision"].iloc[0] <= 1.0
 
 
 def test_segment_demo_writes_an_overlay(pipeline, tmp_path):
@@ -154,6 +160,11 @@ def default_metrics_files() -> list[tuple[str, dict]]:
         for item in items:
             for entry in stage.get("metrics", []):
                 out.append((resolve(next(iter(entry)) if isinstance(entry, dict) else entry, item), item))
+    # top-level `metrics:` folders hold one <variant>-s<seed>.json per configured run
+    runs = [{"variant": v, "seed": s} for s in params["pretrain"]["seeds"] for v in params["pretrain"]["variants"]]
+    for entry in yaml.safe_load((REPO / "dvc.yaml").read_text()).get("metrics", []):
+        folder = resolve(entry, {})
+        out += [(f"{folder}/{r['variant']}-s{r['seed']}.json", r) for r in runs]
     return out
 
 
@@ -163,7 +174,9 @@ def test_dvc_metrics_show_fits_200_columns(pipeline, tmp_path):
     params_file, params = pipeline
     smoke_root = Path(params.paths.pairs_metrics).parents[1]  # write_params: <tmp>/<the repo's relative path>
     files = default_metrics_files()
-    assert len(files) == 7 + 2 * 5  # 7 stages + pretrain and evaluate x 5 variants x 1 seed
+    default = yaml.safe_load((REPO / "params.yaml").read_text())["pretrain"]
+    runs = len(default["variants"]) * len(default["seeds"])
+    assert len(files) == 7 + 2 * runs  # 7 stages + pretrain and evaluate x every configured run
     project = tmp_path / "project"
     project.mkdir()
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
@@ -171,7 +184,7 @@ def test_dvc_metrics_show_fits_200_columns(pipeline, tmp_path):
     for rel, item in files:
         source = rel
         if item.get("variant") not in (None, *params.pretrain.variants):
-            source = rel.replace(f"/{item['variant']}", "/baseline")
+            source = rel.replace(f"/{item['variant']}-", "/baseline-")
         (project / rel).parent.mkdir(parents=True, exist_ok=True)
         data = json.loads((smoke_root / source).read_text())
         assert data and all(v is None or isinstance(v, (int, float)) for v in data.values()), rel  # flat numbers
@@ -185,7 +198,8 @@ def test_dvc_metrics_show_fits_200_columns(pipeline, tmp_path):
 
 
 COMMITTED = ("pairs_metrics", "details", "benchmarks_metrics", "teacher_metrics", "embed_metrics", "index_metrics",
-             "concepts_metrics", "curate_metrics", "pretrain_metrics", "results", "reports")
+             "concepts_metrics", "curate_metrics", "pretrain_metrics", "pretrain_curves", "results", "eval_metrics",
+             "reports")
 
 
 def test_rerun_with_the_same_inputs_changes_no_committed_byte(pipeline):
@@ -209,9 +223,8 @@ def test_rerun_with_the_same_inputs_changes_no_committed_byte(pipeline):
     assert any("details" in str(f) for f in before) and any(f.suffix == ".csv" for f in before)
     for stage in (pairs, benchmarks, teacher, embed, index, concepts, curate):
         stage.main(params_file)
-    for variant in params.pretrain.variants:
-        pretrain.main(params_file, variant=variant, seed=0)
-        evaluate.main(params_file, variant=variant, seed=0)
+    pretrain.main(params_file)
+    evaluate.main(params_file)
     report.main(params_file)
     after = snapshot()
     assert sorted(after) == sorted(before)

@@ -230,3 +230,61 @@ def test_archives_and_ground_truth_are_flat_arrays(tmp_path):
     assert "d" not in truth and truth.get("d") is None
     with pytest.raises(ValueError, match="concept archives: 1 duplicate keys, e.g. 'a'"):
         P.ConceptArchives(["a", "a"], ["x"], np.array([0, 1, 2]), np.array([0, 0]), np.zeros(2), np.zeros(2))
+
+
+# --------------------------------------------------------------------------------------------
+# the curation-precision ablation (dose-response)
+
+
+def test_variant_names_of_the_precision_ablation():
+    from cocu.training.prompts import check_variant, reads_ground_truth, variant_precision
+
+    assert variant_precision("precision25") == 0.25 and variant_precision("precision100") == 1.0
+    assert variant_precision("cocu") is None and reads_ground_truth("precision50") and not reads_ground_truth("cocu")
+    with pytest.raises(ValueError, match="0-100"):
+        variant_precision("precision150")
+    with pytest.raises(ValueError, match="precision<P>"):
+        check_variant("precisionx")
+
+
+@pytest.mark.parametrize("precision", [0.0, 0.25, 0.5, 1.0])
+def test_precision_archive_has_the_asked_precision_and_size(precision):
+    from cocu.training.prompts import precision_archive
+
+    caption, missed = ["ball"], [f"m{i}" for i in range(10)]
+    absent = [f"w{i}" for i in range(10)]
+    out = precision_archive(caption, missed, absent, size=9, precision=precision, rng=np.random.default_rng(0))
+    new = out[1:]
+    assert out[0] == "ball" and len(out) == 9 and len(set(out)) == 9
+    assert sum(c.startswith("m") for c in new) == round(precision * 8)
+
+
+def test_precision_archive_uses_every_missed_concept_when_too_few():
+    from cocu.training.prompts import precision_archive
+
+    absent = ["w0", "w1", "w2", "w3"]
+    out = precision_archive([], ["m0"], absent, size=4, precision=1.0, rng=np.random.default_rng(0))
+    assert out == ("m0",)  # precision 1: nothing wrong is added to fill the size
+    out = precision_archive([], ["m0"], absent, size=4, precision=0.5, rng=np.random.default_rng(0))
+    assert out[0] == "m0" and len(out) == 2 and out[1] in absent  # precision kept, size smaller
+    out = precision_archive([], ["m0"], absent, size=4, precision=0.0, rng=np.random.default_rng(0))
+    assert len(out) == 4 and set(out) == set(absent)
+
+
+def test_precision_source_reads_truth_and_sizes_and_is_fixed_per_key():
+    from cocu.training.prompts import Archive, make_prompt_source
+
+    truth = {"a": ("ball", "sky", "grass"), "b": ("car", "road")}
+    archives = {"a": Archive(("ball", "kite", "box", "sky", "tent"), np.zeros(5, np.float32), np.zeros(5, np.int32))}
+    captions = {"a": ["ball"], "b": ["car"]}
+    src = make_prompt_source("precision50", archives=archives, ground_truth=truth, caption_concepts=captions,
+                             num_prompts=3)
+    built = src.picker.archives
+    assert built["a"][0] == "ball" and len(built["a"]) == 5  # CoCu's size for "a"
+    new = built["a"][1:]
+    assert sum(c in truth["a"] for c in new) == 2  # half of the 4 new ones are missed ground truth
+    assert built["b"] == ("car",)  # no archive: the caption's concepts only
+    again = make_prompt_source("precision50", archives=archives, ground_truth=truth, caption_concepts=captions)
+    assert again.picker.archives == built
+    with pytest.raises(ValueError, match="needs ground_truth"):
+        make_prompt_source("precision50", archives=archives, caption_concepts=captions)

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 from cocu.config import ConfigError, ReportConfig, ReportSection, from_dict
-from cocu.reports import tables
+from cocu.reports import build, tables
 from cocu.reports.build import build_report
 from cocu.reports.curation import curation_table
 from cocu.reports.inputs import ReportInputError, load_results
@@ -28,8 +28,10 @@ KNOBS = dict(paper_setting="cc3m+cc12m+yfcc14m", paper_methods={"baseline": "gro
              variants_order=("baseline", "ranking", "expansion", "cocu", "oracle"),
              benchmarks_order=("synth_things", "synth_stuff", "synth_all", "voc", "context", "coco_object", "coco_stuff",
                                "cityscapes", "ade20k", "imagenet_s50", "imagenet_s300", "voc20", "context59"),
-             curve_metric="loss", decimals=2)
-NO_FILES = dict(curate_metrics=None, teacher_metrics=None, gallery=None)  # optional inputs left out
+             curve_metric="loss", decimals=2, concept_benchmark="synth_all")
+# optional inputs left out; every result file found is read (no configured variants x seeds)
+NO_FILES = dict(curate_metrics=None, teacher_metrics=None, gallery=None, variants=None, seeds=None, run_metrics_dir="m",
+                pairs_manifest=None, archives=None, num_prompts=3)
 # variant -> benchmark -> mIoU per seed (s0, s1); chosen so the gap closure is easy by hand
 MIOU = {
     "baseline": {"voc": [30.0, 32.0], "ade20k": [10.0, 12.0]},
@@ -66,7 +68,8 @@ def make_inputs(root: Path, miou: dict = MIOU) -> ReportConfig:
                                                   "brand_new/key": 2}))
     return ReportConfig(results_dir=str(root / "results"), curves_dir=str(curves), paper_numbers=str(PAPER),
                         out_dir=str(root / "out"), curate_metrics=str(root / "curate.json"),
-                        teacher_metrics=str(root / "teacher.json"), gallery=None, **KNOBS)
+                        teacher_metrics=str(root / "teacher.json"), gallery=None, variants=None, seeds=None, run_metrics_dir=str(curves),
+                        pairs_manifest=None, archives=None, num_prompts=3, **KNOBS)
 
 
 @pytest.fixture(scope="module")
@@ -124,15 +127,15 @@ def test_gap_closure_by_hand(built) -> None:
 
 
 def test_gap_closure_undefined_when_oracle_not_better() -> None:
-    assert math.isnan(tables.gap_closure(5.0, 10.0, 10.0)) and math.isnan(tables.gap_closure(5.0, 10.0, 8.0))
-    assert tables.gap_closure(12.0, 10.0, 14.0) == pytest.approx(0.5)
-    results = pd.DataFrame([{"variant": v, "seed": 0, "benchmark": "synth_all", "mIoU": m}
-                            for v, m in (("baseline", 20.0), ("cocu", 25.0), ("oracle", 18.0))])
+    from cocu.reports.comparisons import gap_closure_table
+
+    results = pd.DataFrame([{"variant": v, "seed": s, "benchmark": "synth_all", "mIoU": m + s}
+                            for v, m in (("baseline", 20.0), ("cocu", 25.0), ("oracle", 18.0)) for s in (0, 1)])
     summary = tables.summarize(results, ["synth_all"])
     cfg = ReportConfig(results_dir="r", curves_dir="c", paper_numbers="p", out_dir="o", **NO_FILES, **KNOBS)
-    table = tables.gap_closure_table(summary, ["synth_all"], ["baseline", "cocu", "oracle"], cfg)
-    assert set(table.data.status) == {"undefined: oracle <= baseline"} and table.data.closure.isna().all()
-    assert table.display.iloc[0]["closure: cocu"].startswith("undefined")
+    table = gap_closure_table(results, ["synth_all"], ["baseline", "cocu", "oracle"], 2)
+    assert set(table.data.status) == {"undefined: oracle − baseline not above 0"}
+    assert "undefined" in table.display.iloc[0]["closure: cocu"]
     main = tables.main_table(summary, ["synth_all"], ["baseline", "cocu", "oracle"], load_reference(PAPER), cfg)
     assert list(main.display.row) == ["ours"] * 3  # no paper benchmark: no paper rows, and a note says why
     assert set(main.data.paper_status) == {"not_a_paper_benchmark", "no_paper_method"}
@@ -171,7 +174,8 @@ def test_missing_results_folder_says_so(tmp_path: Path) -> None:
     assert outputs.num_results == 0 and f"No evaluation results: `{tmp_path / 'nope'}` does not exist" in md
     assert "No evaluation results" in (tmp_path / "out" / "tables" / "main.md").read_text()
     assert pd.read_csv(tmp_path / "out" / "tables" / "main.csv").empty
-    assert all(p.is_file() for p in outputs.files) and len(outputs.files) == 15
+    assert all(p.is_file() for p in outputs.files)
+    assert len(outputs.files) == 1 + 3 * len(build.TABLES) + len(build.FIGURES)
 
 
 def test_result_in_wrong_folder_is_an_error(tmp_path: Path) -> None:
@@ -226,7 +230,7 @@ def test_pipeline_main_reads_the_report_section(tmp_path: Path) -> None:
     import pipelines.report as stage
 
     cfg = make_inputs(tmp_path)
-    params = write_params(tmp_path, paths={"results": cfg.results_dir, "pretrain_metrics": cfg.curves_dir,
+    params = write_params(tmp_path, paths={"results": cfg.results_dir, "pretrain_curves": cfg.curves_dir,
                                            "reports": cfg.out_dir, "details": str(Path(cfg.curate_metrics).parent)})
     stage.main(params)
     assert (Path(cfg.out_dir) / "results.md").is_file()

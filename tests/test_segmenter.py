@@ -378,3 +378,25 @@ def test_contract_with_the_tiny_groupvit():
         pred = segment(model, image, text, card, scale=model.scale())
         assert pred.shape == (80, 120)
         assert 0 <= pred.min() and pred.max() < 3 + int(card.has_background)
+
+
+def test_per_image_counts_are_written_in_benchmark_order_and_sum_to_the_scores(tmp_path, rng):
+    from cocu.eval.runner import read_image_counts
+    from cocu.reports.stats import miou_of_counts
+
+    folder = tmp_path / "synth_things"
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    (folder / "class_names.txt").write_text("background\ncircle\nsquare\nstar\nmoon\n")
+    for i in range(4):
+        label = _blocky_label(rng, 48, 64, [0, 1, 2, 4])
+        Image.fromarray(_image_of(label)).save(folder / "images" / f"{i:05d}.png")
+        Image.fromarray(label).save(folder / "labels" / f"{i:05d}.png")
+    bench = open_benchmark(dataclasses.replace(SYNTHETIC_CARDS["synth_things"], crop=64), tmp_path)
+    model = OracleModel(num_fg=4, has_bg=True)
+    text = model.text_emb()[[1, 0, 2, 3]]  # circle and square swapped: a model that errs
+    path = tmp_path / "counts.npz"
+    scores = evaluate_benchmark(model, bench, text, scale=100.0, mean=ZERO_MEAN, std=UNIT_STD, counts_path=path)
+    counts, ids = read_image_counts(path)
+    assert ids == [it.id for it in bench.items] and counts.shape == (len(bench), 3, bench.num_classes)
+    assert scores["mIoU"] < 90 and miou_of_counts(counts.sum(0)) == pytest.approx(scores["mIoU"])

@@ -17,7 +17,8 @@ from cocu.data.render import THINGS
 def make_cfg(**overrides) -> WorldConfig:
     raw = dict(
         size="smoke", sizes={"smoke": {"pairs": 8, "teacher": 8, "benchmark": 4}}, image_size=64,
-        min_concepts=2, max_concepts=6, mention_rate=0.4, shard_size=10, jpeg_quality=90, seed=0,
+        min_concepts=2, max_concepts=6, mention_rate=0.4, naming_bias=0.0, thing_scale=1.0, shard_size=10,
+        jpeg_quality=90, seed=0,
         benchmarks=["synth_things", "synth_stuff", "synth_all"],
     )
     return from_dict(WorldConfig, {**raw, **overrides})

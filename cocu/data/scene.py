@@ -99,9 +99,9 @@ def _bands(stuff: list[int], size: int, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(stuff)[slot]
 
 
-def _place(concept: int, style_idx: int, size: int, rng: np.random.Generator) -> Instance:
+def _place(concept: int, style_idx: int, size: int, rng: np.random.Generator, thing_scale: float = 1.0) -> Instance:
     style = THINGS[style_idx]
-    r = float(np.exp(rng.uniform(np.log(0.07), np.log(0.25)))) * style.scale
+    r = float(np.exp(rng.uniform(np.log(0.07), np.log(0.25)))) * style.scale * thing_scale
     cx = rng.uniform(0.12, 0.88)
     cy = rng.uniform(*_ZONES[style.zone])
     theta = np.deg2rad(rng.uniform(-style.max_rotation, style.max_rotation))
@@ -130,8 +130,9 @@ def _compose(stuff_map: np.ndarray, instances: list[Instance]) -> tuple[np.ndarr
     return label, owner
 
 
-def layout_scene(size: int, n_concepts: int, rng: np.random.Generator) -> Layout:
-    """Geometry and label map of one scene with `n_concepts` distinct concepts (before visibility)."""
+def layout_scene(size: int, n_concepts: int, rng: np.random.Generator, thing_scale: float = 1.0) -> Layout:
+    """Geometry and label map of one scene with `n_concepts` distinct concepts (before visibility);
+    `thing_scale` multiplies the radius of every thing."""
     stuff, things = _choose_concepts(n_concepts, rng)
     stuff_map = _bands(stuff, size, rng)
     colours, instances = {}, []
@@ -139,7 +140,7 @@ def layout_scene(size: int, n_concepts: int, rng: np.random.Generator) -> Layout
         cid = N_STUFF + t
         colours[cid] = int(rng.integers(len(THINGS[t].colours)))
         n = 1 + int(np.searchsorted([0.75, 0.93], rng.random()))
-        instances += [_place(cid, t, size, rng) for _ in range(n)]
+        instances += [_place(cid, t, size, rng, thing_scale) for _ in range(n)]
     instances.sort(key=lambda inst: inst.depth)
     thr = min_visible_pixels(size)
     label, owner = _compose(stuff_map, instances)

@@ -33,6 +33,7 @@ class ConceptSpec:
     name: str  # canonical lower-case name, may be multi-word
     kind: Literal["thing", "stuff"]
     synonyms: tuple[str, ...]  # other lower-case names captions use for it
+    under_named: bool = False  # captions leave it out whatever its saliency (`world.naming_bias`)
 
 
 _SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -43,10 +44,15 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
     "donut": ("doughnut",), "tire": ("tyre",), "banana": (), "starfish": (), "fish": ("goldfish",),
     "car": ("automobile",), "boat": ("sailboat", "sailing boat"), "flower": ("blossom",),
 }
+# Concepts that web captions take for granted: backdrop surfaces and clutter. A caption writer names
+# "a car", rarely "the road under it"; "a house", rarely "its windows". Half of the stuff and a quarter
+# of the things; their mention logit is lowered by `world.naming_bias` at any saliency.
+UNDER_NAMED = frozenset({"sky", "wall", "road", "floor", "window", "tire", "box", "traffic cone"})
 CONCEPTS: tuple[ConceptSpec, ...] = tuple(
-    ConceptSpec(name, "stuff" if i < scene.N_STUFF else "thing", _SYNONYMS[name])
+    ConceptSpec(name, "stuff" if i < scene.N_STUFF else "thing", _SYNONYMS[name], name in UNDER_NAMED)
     for i, name in enumerate(scene.CONCEPT_ORDER)
 )
+_UNDER = np.array([c.under_named for c in CONCEPTS], dtype=np.float64)  # [K] 1 = under-named
 _NAMES = np.array([c.name for c in CONCEPTS], dtype=object)
 _CANON: dict[str, str] = {
     form: c.name for c in CONCEPTS for word in (c.name, *c.synonyms) for form in (word, plural(word))
@@ -131,30 +137,39 @@ def _check(cfg: WorldConfig) -> None:
 
 
 @lru_cache(maxsize=8)
-def _calibration_set(size: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """Saliencies of a fixed set of scenes (layout only): flat [M] values and [M] scene index."""
-    rng = np.random.default_rng([0xCA1B, size, lo, hi])
-    values, owner = [], []
+def _calibration_set(size: int, lo: int, hi: int, thing_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A fixed set of scenes (layout only): flat [M] saliencies, [M] scene index, [M] concept ids."""
+    rng = np.random.default_rng([0xCA1B, size, lo, hi])  # the same scenes for every thing_scale
+    values, owner, concepts = [], [], []
     for k in range(_CALIBRATION_SCENES):
-        layout = scene.layout_scene(size, int(rng.integers(lo, hi + 1)), rng)
-        sal = saliency(layout.label)[1]
+        layout = scene.layout_scene(size, int(rng.integers(lo, hi + 1)), rng, thing_scale)
+        ids, sal = saliency(layout.label)
         values.append(sal)
         owner.append(np.full(len(sal), k))
-    return np.concatenate(values), np.concatenate(owner)
+        concepts.append(ids)
+    return np.concatenate(values), np.concatenate(owner), np.concatenate(concepts)
 
 
-def _expected_fraction(offset: float, sal: np.ndarray, owner: np.ndarray) -> float:
+def mention_logits(offset: float, sal: np.ndarray, ids: np.ndarray, naming_bias: float) -> np.ndarray:
+    """Mention logit of present concepts ids [P] with saliency [P]: offset + SLOPE * saliency,
+    minus `naming_bias` for the under-named concepts."""
+    return offset + SLOPE * sal - naming_bias * _UNDER[ids]
+
+
+def _expected_fraction(offset: float, sal: np.ndarray, owner: np.ndarray, ids: np.ndarray,
+                       naming_bias: float) -> float:
     """E[named] / E[present] with the at-least-one rule: E[named | scene] = sum p + prod(1 - p)."""
-    p = 1.0 / (1.0 + np.exp(-(offset + SLOPE * sal)))
+    p = 1.0 / (1.0 + np.exp(-mention_logits(offset, sal, ids, naming_bias)))
     none = np.exp(np.bincount(owner, weights=np.log1p(-np.minimum(p, 1 - 1e-12))))  # [scenes]
     return float((p.sum() + none.sum()) / len(sal))
 
 
 @lru_cache(maxsize=32)
-def mention_offset(mention_rate: float, size: int, min_concepts: int, max_concepts: int) -> float:
+def mention_offset(mention_rate: float, size: int, min_concepts: int, max_concepts: int,
+                   naming_bias: float = 0.0, thing_scale: float = 1.0) -> float:
     """The offset that makes the expected mention fraction equal `mention_rate` (bisection)."""
     # saliency statistics are resolution-free above 64 px (areas and centroids are fractions)
-    sal, owner = _calibration_set(min(size, 64), min_concepts, max_concepts)
+    sal, owner, ids = _calibration_set(min(size, 64), min_concepts, max_concepts, thing_scale)
     floor = (owner.max() + 1) / len(sal)  # one concept named per scene
     if not floor + 0.01 <= mention_rate <= 0.99:
         raise ValueError(f"world.mention_rate {mention_rate} is not reachable: every caption names at least "
@@ -163,7 +178,7 @@ def mention_offset(mention_rate: float, size: int, min_concepts: int, max_concep
     lo, hi = -40.0, 40.0
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if _expected_fraction(mid, sal, owner) < mention_rate else (lo, mid)
+        lo, hi = (mid, hi) if _expected_fraction(mid, sal, owner, ids, naming_bias) < mention_rate else (lo, mid)
     return 0.5 * (lo + hi)
 
 
@@ -195,11 +210,12 @@ def render_sample(cfg: WorldConfig, rng: np.random.Generator) -> WorldSample:
     """One scene, its label map, and a caption that names its salient concepts."""
     _check(cfg)
     size = cfg.image_size
-    layout = scene.layout_scene(size, int(rng.integers(cfg.min_concepts, cfg.max_concepts + 1)), rng)
+    layout = scene.layout_scene(size, int(rng.integers(cfg.min_concepts, cfg.max_concepts + 1)), rng, cfg.thing_scale)
     image = scene.paint_scene(layout, rng)
     ids, sal = saliency(layout.label)  # [P] most salient first
-    offset = mention_offset(cfg.mention_rate, size, cfg.min_concepts, cfg.max_concepts)
-    named = rng.random(len(ids)) < 1.0 / (1.0 + np.exp(-(offset + SLOPE * sal)))
+    offset = mention_offset(cfg.mention_rate, size, cfg.min_concepts, cfg.max_concepts, cfg.naming_bias,
+                            cfg.thing_scale)
+    named = rng.random(len(ids)) < 1.0 / (1.0 + np.exp(-mention_logits(offset, sal, ids, cfg.naming_bias)))
     named[0] |= not named.any()
     counts = np.bincount(layout.label.ravel(), minlength=len(CONCEPTS))
     mentions = [_mention(int(c), counts[c] / layout.label.size, layout) for c in ids[named]]

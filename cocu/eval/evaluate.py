@@ -44,12 +44,14 @@ def load_model(checkpoint: Path | str, device: torch.device) -> tuple[torch.nn.M
 def evaluate_checkpoint(checkpoint: Path | str, cards: Mapping[str, ProtocolCard],
                         root: Path | str | Mapping[str, Path | str],
                         mean: Sequence[float], std: Sequence[float], overlay_root: Path | None = None,
-                        num_overlays: int = 0, device: torch.device = torch.device("cpu")) -> dict[str, dict[str, Any]]:
+                        num_overlays: int = 0, device: torch.device = torch.device("cpu"),
+                        counts_root: Path | None = None) -> dict[str, dict[str, Any]]:
     """mIoU etc. of one checkpoint on each benchmark of `cards` (name -> protocol card), each
     result with its card beside the numbers. The model is loaded once; each benchmark runs under
     its own card, exactly as it would alone. `root`: the benchmarks root, or one per benchmark name
     (synthetic sets live in the repo, real ones outside it). Overlays go to
-    `<overlay_root>/<name>_examples`."""
+    `<overlay_root>/<name>_examples`, per-image counts (for paired comparisons) to
+    `<counts_root>/<name>.counts.npz`."""
     model, cfg = load_model(checkpoint, device)
     tokenizer = build_tokenizer(cfg.text)
     sha = sha256_file(Path(checkpoint))
@@ -58,8 +60,10 @@ def evaluate_checkpoint(checkpoint: Path | str, cards: Mapping[str, ProtocolCard
         bench = open_benchmark(card, root[name] if isinstance(root, Mapping) else root)
         text = benchmark_text_embeddings(model, tokenizer, bench, device)
         overlay_dir = None if overlay_root is None else Path(overlay_root) / f"{name}_examples"
+        counts = None if counts_root is None else Path(counts_root) / f"{name}.counts.npz"
         scores = evaluate_benchmark(model, bench, text, scale=model.scale(), mean=mean, std=std,
-                                    overlay_dir=overlay_dir, num_overlays=num_overlays, progress=True, name=name)
+                                    overlay_dir=overlay_dir, num_overlays=num_overlays, progress=True, name=name,
+                                    counts_path=counts)
         iou = {k[len("IoU/"):]: v for k, v in scores.items() if k.startswith("IoU/")}
         results[name] = {"benchmark": name, "mIoU": scores["mIoU"], "aAcc": scores["aAcc"], "mAcc": scores.get("mAcc"),
                          "mIoU_ci95": [scores["mIoU_ci_lo"], scores["mIoU_ci_hi"]], "IoU": iou,

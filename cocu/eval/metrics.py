@@ -143,7 +143,8 @@ class SegEvaluator:
             log.warning("SegEvaluator.evaluate: no labelled pixels were processed")
         scores = scores_from_confusion(conf, self.class_names)
         per_image = np.stack(self.per_image) if self.per_image else np.zeros((0, 3, self.num_classes), np.int64)
-        lo, hi = bootstrap_miou(all_gather_rows(per_image))
+        self.image_counts = all_gather_rows(per_image)  # [N, 3, K] over all ranks: the paired bootstrap's input
+        lo, hi = bootstrap_miou(self.image_counts)
         scores.update({"mIoU_ci_lo": lo, "mIoU_ci_hi": hi})
         return scores
 

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
@@ -31,11 +32,14 @@ def benchmark_text_embeddings(model: object, tokenize: Callable[[list[str]], Ten
 def evaluate_benchmark(model: object, bench: Benchmark, text_emb: Tensor, *, scale: float,
                        mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                        rank: int = 0, world_size: int = 1, overlay_dir: Optional[Path] = None,
-                       num_overlays: int = 0, progress: bool = False, name: str = "") -> dict[str, float]:
+                       num_overlays: int = 0, progress: bool = False, name: str = "",
+                       counts_path: Optional[Path] = None) -> dict[str, float]:
     """Segment this rank's share of `bench` and return the metrics over all ranks (x 100).
 
     Every rank must call this (the confusion matrix is all-reduced in `evaluate()`). Rank 0 writes
-    up to `num_overlays` overlays `<overlay_dir>/<id>.png` of its first images.
+    up to `num_overlays` overlays `<overlay_dir>/<id>.png` of its first images, and with
+    `counts_path` the per-image counts (`write_image_counts`), which paired comparisons of two
+    checkpoints resample (cocu.reports.stats.paired_bootstrap).
     """
     log.info("%s", card_text(bench.card, name or None))
     evaluator = SegEvaluator(bench.num_classes, bench.card.ignore_index, bench.class_names)
@@ -48,6 +52,24 @@ def evaluate_benchmark(model: object, bench: Benchmark, text_emb: Tensor, *, sca
             path = Path(overlay_dir) / f"{image_id.replace('/', '_')}.png"
             write_overlay(image, pred, bench.class_names, path, label=label)
     scores = evaluator.evaluate()
+    if rank == 0 and counts_path is not None:
+        order = [it.id for r in range(world_size) for it in bench.items[r::world_size]]  # the gather's order
+        write_image_counts(counts_path, evaluator.image_counts, order)
     log.info("%s: mIoU %.2f aAcc %.2f over %d images (this rank)", name or bench.card.root, scores["mIoU"],
              scores["aAcc"], evaluator.num_images)
     return scores
+
+
+def write_image_counts(path: Path, counts: np.ndarray, image_ids: Sequence[str]) -> None:
+    """Per-image counts [N, 3, K] (true positives, labelled, predicted pixels per class; benchmark
+    order) and the image ids, as a compressed .npz (uint32: pixel counts)."""
+    if counts.size and counts.max() >= 2**32:
+        raise ValueError(f"{path}: a pixel count does not fit uint32")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, counts=counts.astype(np.uint32), image_ids=np.asarray(list(image_ids), dtype=str))
+
+
+def read_image_counts(path: Path | str) -> tuple[np.ndarray, list[str]]:
+    """(counts [N, 3, K] int64, image ids) written by `write_image_counts`."""
+    with np.load(path) as z:
+        return z["counts"].astype(np.int64), [str(i) for i in z["image_ids"]]

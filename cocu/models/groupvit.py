@@ -44,7 +44,7 @@ class GroupAssign(nn.Module):
     without noise: each token's distribution over the O groups, summing to 1 over O).
     """
 
-    def __init__(self, dim: int, tau: float = 1.0) -> None:
+    def __init__(self, dim: int, tau: float = 1.0, gumbel: bool = True) -> None:
         super().__init__()
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(dim, dim)
@@ -52,11 +52,12 @@ class GroupAssign(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.scale = dim**-0.5
         self.tau = tau
+        self.gumbel = gumbel  # Gumbel noise on the assignment logits in training (GroupViT: yes)
 
     def forward(self, groups: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
         logits = self.q(groups) @ self.k(tokens).transpose(1, 2) * self.scale  # [B, O, N]
         soft = logits.softmax(dim=1)
-        assign = hard_assignment(logits, dim=1, tau=self.tau, gumbel=self.training)  # [B, O, N]
+        assign = hard_assignment(logits, dim=1, tau=self.tau, gumbel=self.training and self.gumbel)  # [B, O, N]
         weights = assign / (assign.sum(dim=-1, keepdim=True) + ASSIGN_EPS)  # mean over own tokens
         return self.proj(weights @ self.v(tokens)), soft
 
@@ -69,14 +70,15 @@ class GroupingBlock(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, num_group_tokens: int, num_output_groups: int,
-                 mlp_ratio: float = 4.0, token_mlp_ratio: float = 0.5, tau: float = 1.0) -> None:
+                 mlp_ratio: float = 4.0, token_mlp_ratio: float = 0.5, tau: float = 1.0,
+                 gumbel: bool = True) -> None:
         super().__init__()
         self.norm_tokens = nn.LayerNorm(dim)
         self.norm_groups = nn.LayerNorm(dim)
         self.mix = TokenMixer(num_group_tokens, int(dim * token_mlp_ratio), num_output_groups)
         self.norm_mixed = nn.LayerNorm(dim)
         self.pre_assign = CrossBlock(dim, num_heads, mlp_ratio)
-        self.assign = GroupAssign(dim, tau)
+        self.assign = GroupAssign(dim, tau, gumbel)
         self.norm_out = nn.LayerNorm(dim)
         self.mlp_out = Mlp(dim, int(dim * mlp_ratio))
 
@@ -98,7 +100,7 @@ class GroupingStage(nn.Module):
 
     def __init__(self, dim: int, depth: int, num_heads: int, num_group_tokens: int,
                  num_output_groups: int, num_prev_group_tokens: int, drop_paths: list[float],
-                 mlp_ratio: float, token_mlp_ratio: float, tau: float) -> None:
+                 mlp_ratio: float, token_mlp_ratio: float, tau: float, gumbel: bool = True) -> None:
         super().__init__()
         self.num_group_tokens = num_group_tokens
         self.group_tokens: Optional[nn.Parameter] = None
@@ -107,7 +109,7 @@ class GroupingStage(nn.Module):
         if num_group_tokens:
             self.group_tokens = nn.Parameter(torch.zeros(1, num_group_tokens, dim))
             self.grouping = GroupingBlock(dim, num_heads, num_group_tokens, num_output_groups,
-                                          mlp_ratio, token_mlp_ratio, tau)
+                                          mlp_ratio, token_mlp_ratio, tau, gumbel)
             if num_prev_group_tokens:
                 self.group_projector = nn.Sequential(
                     nn.LayerNorm(dim),
@@ -156,14 +158,14 @@ class GroupViT(nn.Module):
                 cfg.width, depth, cfg.num_heads[i], cfg.num_group_tokens[i],
                 cfg.num_output_groups[i] if i < n_stages - 1 else 0,
                 cfg.num_group_tokens[i - 1] if i > 0 else 0, rates[start : start + depth],
-                cfg.mlp_ratio, cfg.token_mlp_ratio, cfg.gumbel_tau))
+                cfg.mlp_ratio, cfg.token_mlp_ratio, cfg.gumbel_tau, cfg.gumbel_noise))
             start += depth
         self.norm = nn.LayerNorm(cfg.width)
         self.apply(init_weights)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         for stage in self.stages:
             if stage.group_tokens is not None:
-                nn.init.trunc_normal_(stage.group_tokens, std=0.02)
+                nn.init.trunc_normal_(stage.group_tokens, std=cfg.group_token_std)
 
     def _pos_embed(self, h: int, w: int) -> Tensor:
         """The learned [1, h*w, D] position embedding, bicubically resized if the grid differs."""

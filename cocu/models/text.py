@@ -35,16 +35,45 @@ class TextTransformer(nn.Module):
     def forward(self, tokens: Tensor) -> Tensor:
         if tokens.shape[1] > self.cfg.context_length:
             raise ValueError(f"{tokens.shape[1]} tokens exceed the context length {self.cfg.context_length}")
-        # Columns after the last end-of-text token of the batch are padding that no kept feature
-        # can see (causal attention): dropping them changes nothing but the cost.
-        eot = tokens.argmax(dim=-1)  # [N]
+        eot = tokens.argmax(dim=-1)  # [N] end-of-text position of each text
+        buckets = length_buckets(eot + 1)
+        if len(buckets) == 1:
+            return self._encode(tokens, eot)
+        out = tokens.new_empty((tokens.shape[0], self.cfg.width), dtype=self.positional_embedding.dtype)
+        for rows in buckets:  # texts of similar length together: padding costs compute, not results
+            out = out.index_copy(0, rows, self._encode(tokens[rows], eot[rows]))
+        return out
+
+    def _encode(self, tokens: Tensor, eot: Tensor) -> Tensor:
+        """Texts [n, T] whose end-of-text tokens sit at `eot` [n] -> features [n, W]. Columns after
+        the last end-of-text token are padding that no kept feature can see (causal attention):
+        dropping them changes nothing but the cost."""
         tokens = tokens[:, : int(eot.max()) + 1]
         n, t = tokens.shape
-        x = self.token_embedding(tokens) + self.positional_embedding[:t]  # [N, T', W]
+        x = self.token_embedding(tokens) + self.positional_embedding[:t]  # [n, T', W]
         for blk in self.blocks:
             x = blk(x, causal=True)
         x = self.ln_final(x)
-        return x[torch.arange(n, device=x.device), eot]  # [N, W]
+        return x[torch.arange(n, device=x.device), eot]  # [n, W]
+
+
+def length_buckets(lengths: Tensor, max_buckets: int = 4, min_saving: float = 0.2) -> list[Tensor]:
+    """Row indices of texts grouped by length, so that each group is padded only to its own longest.
+
+    Sorts the lengths [N] and cuts the sorted order into at most `max_buckets` equal-count groups;
+    keeps one group (all rows) unless bucketing removes at least `min_saving` of the padded tokens
+    (each extra group costs kernel launches). Captions (long) and templated prompts (short) share a
+    batch, so this roughly halves the text tower's work in pre-training.
+    """
+    n = lengths.shape[0]
+    everything = [torch.arange(n, device=lengths.device)]
+    if n < 2 * max_buckets:
+        return everything
+    order = lengths.argsort(stable=True)
+    groups = [g for g in order.tensor_split(max_buckets) if len(g)]
+    padded_all = n * int(lengths.max())
+    padded_groups = sum(len(g) * int(lengths[g].max()) for g in groups)
+    return groups if padded_groups <= (1 - min_saving) * padded_all else everything
 
 
 def build_tokenizer(cfg: TextEncoderConfig) -> Any:

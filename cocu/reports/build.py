@@ -10,17 +10,19 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from cocu.reports import figures, inputs, page, render, tables
+from cocu.reports import comparisons, figures, inputs, mechanism, page, render, tables
 from cocu.config import ReportConfig
 from cocu.reports.curation import curation_table
 from cocu.reports.reference import check_mapping, load_reference
 
 log = logging.getLogger(__name__)
 
-TABLES = ("main", "ablation", "curation", "gap_closure")
-FIGURES = {"convergence": "figures/convergence.png", "benchmarks": "figures/benchmarks.png"}
+TABLES = ("main", "paired", "paired_images", "gap_closure", "ablation", "curation", "concepts", "dose_response")
+FIGURES = {"convergence": "figures/convergence.png", "benchmarks": "figures/benchmarks.png",
+           "mechanism": "figures/mechanism.png", "dose_response": "figures/dose_response.png"}
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,10 @@ def build_report(cfg: ReportConfig) -> ReportOutputs:
     out = Path(cfg.out_dir)
     ref = load_reference(cfg.paper_numbers)
     check_mapping(ref, cfg.paper_methods, cfg.paper_setting, source=f"report (paper numbers {cfg.paper_numbers})")
-    results = inputs.load_results(cfg.results_dir)
+    results, leftovers = _configured(inputs.load_results(cfg.results_dir), cfg)
     curves = inputs.load_curves(cfg.curves_dir, cfg.curve_metric)
+    if cfg.variants is not None:
+        curves = curves[curves["variant"].isin(cfg.variants) & curves["seed"].isin(cfg.seeds or ())]
     curate = inputs.load_flat_metrics(cfg.curate_metrics)
     teacher = inputs.load_flat_metrics(cfg.teacher_metrics)
 
@@ -46,28 +50,42 @@ def build_report(cfg: ReportConfig) -> ReportOutputs:
     benchmarks = tables.order(list(results["benchmark"].unique()), cfg.benchmarks_order)
     summary = tables.summarize(results, benchmarks)
     status = _status(cfg, results, curves)
+    if leftovers:
+        status.append(f"Left out {leftovers} result file(s) of runs that params.yaml does not configure "
+                      f"(pretrain.variants x pretrain.seeds): leftovers of earlier runs.")
     for s in status:
         log.warning("%s", s)
 
+    counts = comparisons.results_counts_loader(cfg.results_dir)
+    paired, paired_images, _ = comparisons.paired_tables(results, benchmarks, variants, counts, cfg.decimals)
+    concepts = _concepts(cfg, variants, results)
+    dose = _dose_response(cfg, results, benchmarks, variants, curate)
     built = {
         "main": tables.main_table(summary, benchmarks, variants, ref, cfg),
+        "paired": paired,
+        "paired_images": paired_images,
+        "gap_closure": comparisons.gap_closure_table(results, benchmarks, variants, cfg.decimals),
         "ablation": tables.ablation_table(summary, variants, cfg),
         "curation": curation_table(curate, teacher, cfg.curate_metrics, cfg.teacher_metrics),
-        "gap_closure": tables.gap_closure_table(summary, benchmarks, variants, cfg),
+        "concepts": concepts[0],
+        "dose_response": dose[0],
     }
     if results.empty:  # say it in every results table instead of their usual notes
-        for key in ("main", "ablation", "gap_closure"):
+        for key in ("main", "paired", "paired_images", "ablation", "gap_closure"):
             t = built[key]
             built[key] = tables.Table(t.title, t.display, t.data, (status[0],), t.text_columns)
     files = []
     for name in TABLES:
         files += render.write_table(built[name], out / "tables", name)
     files += _figures(cfg, out, results, curves, summary, variants, benchmarks)
+    files += _analysis_figures(out, concepts[1], dose[1], variants, cfg)
 
     curve_variants = tables.order(list(curves["variant"].unique()), cfg.variants_order)
     figure_links = {f"Convergence: pre-training {cfg.curve_metric} ({', '.join(curve_variants) or 'no curves'})":
                     FIGURES["convergence"],
-                    "mIoU per benchmark (mean over seeds, error bars = std)": FIGURES["benchmarks"]}
+                    "mIoU per benchmark (mean over seeds, error bars = std; none with one seed)": FIGURES["benchmarks"],
+                    "Per-concept gains vs caption mention rate and curation recall": FIGURES["mechanism"],
+                    "Dose-response: mIoU vs the precision of curated concepts": FIGURES["dose_response"]}
     md = page.results_page(
         status=status, tables=built, figures=figure_links,
         protocols=page.protocol_section(results, benchmarks),
@@ -124,3 +142,135 @@ def _provenance_inputs(cfg: ReportConfig) -> dict[str, tuple[str | None, str | N
     for p in inputs.curve_files(cfg.curves_dir):
         named[f"curve {p.stem}"] = entry(str(Path(cfg.curves_dir) / p.name))
     return named
+
+
+def _configured(results: pd.DataFrame, cfg: ReportConfig) -> tuple[pd.DataFrame, int]:
+    """Only the results of configured runs (variants x seeds), and how many files were left out."""
+    if cfg.variants is None or results.empty:
+        return results, 0
+    keep = results["variant"].isin(cfg.variants) & results["seed"].isin(cfg.seeds or ())
+    return results[keep].reset_index(drop=True), int((~keep).sum())
+
+
+def _seeds(results: pd.DataFrame) -> dict[str, list[int]]:
+    return {v: sorted(int(s) for s in g["seed"].unique()) for v, g in results.groupby("variant")}
+
+
+def _concepts(cfg: ReportConfig, variants: list[str], results: pd.DataFrame) -> tuple[tables.Table, pd.DataFrame]:
+    """The per-concept table (mention rate, curation recall, gains) and its frame (synthetic world only)."""
+    title = "Per concept: caption mention rate, curation recall of missed concepts, IoU gain over the baseline"
+    why = None
+    if not (cfg.pairs_manifest and mechanism.has_ground_truth(cfg.pairs_manifest)):
+        why = "needs the synthetic world's hidden ground truth (the manifest's gt_* columns)"
+    elif "baseline" not in variants or cfg.concept_benchmark not in set(results["benchmark"]):
+        why = f"needs baseline results on `{cfg.concept_benchmark}`"
+    if why:
+        return tables.Table(title, pd.DataFrame(), pd.DataFrame(), (f"Not computed: {why}.",)), pd.DataFrame()
+    from cocu.data.world import CONCEPTS
+
+    kinds = {c.name: c.kind for c in CONCEPTS}
+    under = {c.name: c.under_named for c in CONCEPTS}
+    frame = mechanism.mention_rates(cfg.pairs_manifest)
+    if cfg.archives and Path(cfg.archives).is_dir():
+        frame = frame.merge(mechanism.curation_recall(cfg.pairs_manifest, cfg.archives, cfg.num_prompts),
+                            on="concept", how="left")
+    else:
+        frame = frame.assign(missed=float("nan"), archive_recall=float("nan"), prompt_recall=float("nan"))
+    others = [v for v in variants if v != "baseline" and not v.startswith("precision")]
+    gains = mechanism.concept_gains(cfg.results_dir, _seeds(results), cfg.concept_benchmark, others)
+    frame = frame.merge(gains, on="concept", how="left")
+    frame.insert(1, "kind", frame["concept"].map(kinds))
+    frame.insert(2, "under_named", frame["concept"].map(under).fillna(False).astype(bool))
+    frame = frame.sort_values("mention_rate", kind="stable").reset_index(drop=True)
+    d = cfg.decimals
+    display = pd.DataFrame({
+        "concept": frame["concept"], "kind": frame["kind"],
+        "under-named": frame["under_named"].map({True: "yes", False: ""}),
+        "mention rate": frame["mention_rate"].map(lambda x: f"{x:.2f}"),
+        "archive recall (missed)": frame["archive_recall"].map(lambda x: f"{x:.2f}"),
+        "CoCu prompt recall (missed)": frame["prompt_recall"].map(lambda x: f"{x:.2f}"),
+        "IoU baseline": frame["iou/baseline"].map(lambda x: f"{x:.{d}f}"),
+        **{f"gain {tables.variant_label(v)}": [
+            comparisons.fmt_interval(stats_interval(frame, v, i), d) for i in range(len(frame))] for v in others},
+    })
+    notes = [f"IoU on `{cfg.concept_benchmark}` (every concept is a class there), x100; gains are paired by seed "
+             "with 95% t-intervals. Mention rate: share of the pre-training pairs showing the concept whose caption "
+             "names it. Recall: over the pairs whose caption misses a present concept, the share whose archive holds "
+             f"it, and the mean probability that CoCu's cluster-guided sampling (K = {cfg.num_prompts}) prompts it."]
+    for v in others:
+        rho, pval = mechanism.spearman(frame["mention_rate"], frame[f"gain/{v}"])
+        notes.append(f"Spearman correlation of the {tables.variant_label(v)} gain with the mention rate: "
+                     f"rho = {rho:.2f} (p = {pval:.3f}, {int(frame[f'gain/{v}'].notna().sum())} concepts); "
+                     "negative = gains on under-named concepts.")
+    if "cocu" in others:
+        rho, pval = mechanism.spearman(frame["prompt_recall"], frame["gain/cocu"])
+        notes.append(f"Spearman correlation of the CoCu gain with CoCu's prompt recall: rho = {rho:.2f} (p = {pval:.3f}).")
+    data = frame.copy()
+    return tables.Table(title, display, data, tuple(notes)), frame
+
+
+def stats_interval(frame: pd.DataFrame, v: str, i: int):
+    from cocu.reports.stats import Interval
+
+    row = frame.iloc[i]
+    return Interval(float(row[f"gain/{v}"]), float(row[f"gain_lo/{v}"]), float(row[f"gain_hi/{v}"]), int(row[f"n/{v}"]))
+
+
+def _dose_response(cfg: ReportConfig, results: pd.DataFrame, benchmarks: list[str], variants: list[str],
+                   curate: dict | None) -> tuple[tables.Table, tuple[pd.DataFrame, dict, float]]:
+    """mIoU (mean over benchmarks) of the precision<P> ablations vs their realised precision."""
+    import json
+    import math
+
+    from cocu.reports.stats import t_interval
+    from cocu.training.prompts import variant_precision
+
+    title = "Dose-response: mIoU vs the precision of the archive's new concepts (ground truth mixed with wrong ones)"
+    cocu_precision = float((curate or {}).get("missed_precision/archive", math.nan))
+    rows, display = [], []
+    for v in variants:
+        p = variant_precision(v)
+        if p is None:
+            continue
+        scores = comparisons.seed_scores(results, v, tables.MEAN, benchmarks)
+        iv = t_interval(list(scores.values()))
+        realised = []
+        for s in scores:
+            path = Path(cfg.run_metrics_dir) / f"{v}-s{s}.json"
+            if path.is_file():
+                realised.append(json.loads(path.read_text()).get("prompts/archive_precision", math.nan))
+        prec = float(np.nanmean(realised)) if realised else p
+        rows.append({"variant": v, "target": p, "precision": prec, "mean": iv.estimate, "lo": iv.lo, "hi": iv.hi,
+                     "n": iv.n})
+        display.append({"variant": v, "target precision": f"{p:.2f}", "realised precision": f"{prec:.2f}",
+                        "mIoU, mean over benchmarks": comparisons.fmt_interval(iv, cfg.decimals, signed=False)})
+    refs = {}
+    for v in ("baseline", "cocu", "oracle"):
+        if v in variants:
+            iv = t_interval(list(comparisons.seed_scores(results, v, tables.MEAN, benchmarks).values()))
+            refs[tables.variant_label(v)] = (iv.estimate, iv.lo, iv.hi)
+    points = pd.DataFrame(rows, columns=["variant", "target", "precision", "mean", "lo", "hi", "n"])
+    notes = (f"CoCu's measured precision of the archive's new concepts: {cocu_precision:.2f} (curation metrics). "
+             "Each precision<P> variant prompts with K concepts drawn uniformly from a synthetic archive of CoCu's "
+             "size per pair: the caption's concepts plus new ones, a share P of them truly present (missed by the "
+             "caption) and the rest absent; intervals are 95% t-intervals over seeds.",) if rows else (
+        "Not computed: no precision<P> variants among the results (the study runs them: `make study`).",)
+    return (tables.Table(title, pd.DataFrame(display), points, notes), (points, refs, cocu_precision))
+
+
+def _analysis_figures(out: Path, concepts: pd.DataFrame, dose: tuple[pd.DataFrame, dict, float],
+                      variants: list[str], cfg: ReportConfig) -> list[Path]:
+    mech, dr = out / FIGURES["mechanism"], out / FIGURES["dose_response"]
+    others = [v for v in variants if v != "baseline" and not v.startswith("precision")]
+    palette = tables.order(variants, cfg.variants_order)
+    if concepts.empty or not others:
+        figures.placeholder(mech, "per-concept analysis: needs the synthetic world's ground truth and baseline results")
+    else:
+        figures.mechanism_figure(concepts, [v for v in ("oracle", "cocu") if v in others] or others, mech,
+                                 palette=palette)
+    points, refs, cocu_precision = dose
+    if points.empty:
+        figures.placeholder(dr, "dose-response: no precision<P> variants among the results (make study)")
+    else:
+        figures.dose_response_figure(points, refs, cocu_precision, dr)
+    return [mech, dr]

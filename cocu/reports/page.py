@@ -76,10 +76,12 @@ def results_page(*, status: Sequence[str], tables: Mapping[str, Table], figures:
     if gallery:
         parts.append(f"![synthetic world gallery]({gallery})")
     parts.append(table_markdown(tables["main"], f"## {tables['main'].title}"))
+    for key in ("paired", "paired_images", "gap_closure"):
+        parts.append(table_markdown(tables[key], f"## {tables[key].title}"))
     parts.append("## Figures")
     for caption, link in figures.items():
         parts.append(f"**{caption}**\n\n![{caption}]({link})")
-    for key in ("ablation", "gap_closure", "curation"):
+    for key in ("concepts", "dose_response", "ablation", "curation"):
         parts.append(table_markdown(tables[key], f"## {tables[key].title}"))
     parts += ["## Evaluation protocols", protocols, "## Paper reference numbers", reference,
               "## Provenance", provenance]

@@ -70,7 +70,7 @@ def train(model: nn.Module, cfg: TrainConfig, make_batches: BatchFactory, run_di
     unused = cfg.num_prompts == 0 or cfg.mlc_weight == 0  # the multi-label logit scale gets no gradient
     ddp = wrap_ddp(model.to(device), dist, device, find_unused_parameters=unused)
     net = unwrap(ddp)
-    optimizer = build_optimizer(net, cfg, schedule(0), fused=device.type == "cuda")
+    optimizer = build_optimizer(net, cfg, schedule(0))
     scaler = grad_scaler(device, amp_dtype)
     loss_fn = GroupViTLoss(dist.rank, dist.world_size, cfg.mlc_weight)
     per_step = total_batch(cfg, dist.world_size)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -29,7 +30,9 @@ from cocu.provenance import source_digest
 from cocu.training.checkpoint import save_checkpoint, sha256_file
 from cocu.training.data import PretrainData
 from cocu.training.loop import TrainResult, train
-from cocu.training.prompts import ARCHIVE_METHODS, load_archives, make_prompt_source
+from cocu.training.prompts import (
+    ARCHIVE_METHODS, load_archives, make_prompt_source, reads_ground_truth, variant_precision,
+)
 from cocu.training.runs import run_name, run_outputs
 
 log = logging.getLogger(__name__)
@@ -111,16 +114,22 @@ def build_data(params: Params, variant: str, seed: int, dist: DistInfo) -> Pretr
     """The webdataset stream of this variant: the caption plus K prompts from its concept source."""
     paths = params.paths
     manifest = read_manifest_table(paths.pairs_manifest)  # arrow: no Python object per pair
-    vocab = archives = truth = None
-    if variant == "baseline":
+    vocab = archives = truth = caption_concepts = None
+    precision = variant_precision(variant)
+    if variant == "baseline" or precision is not None:
         from cocu.concepts.vocabulary import load_vocabulary
 
         vocab = load_vocabulary(paths.vocabulary, paths.synonyms, params.vocabulary)
-    elif variant in ARCHIVE_METHODS:
+    if variant in ARCHIVE_METHODS or precision is not None:
         archives = load_archives(paths.archives, keys=manifest.column("key"))
-    elif variant == "oracle":  # the upper bound: the only reader of the hidden ground truth
+    if reads_ground_truth(variant):  # the upper bound and its ablations: the only readers of the hidden truth
         truth = read_ground_truth(paths.pairs_manifest)
-    prompts = make_prompt_source(variant, vocab, archives, truth, num_prompts=params.train.num_prompts)
+    if precision is not None:
+        captions = zip(manifest.column("key").to_pylist(), manifest.column("caption").to_pylist())
+        caption_concepts = {k: vocab.extract(c) for k, c in captions}  # synthetic-world ablation only
+        vocab = None
+    prompts = make_prompt_source(variant, vocab, archives, truth, num_prompts=params.train.num_prompts,
+                                 caption_concepts=caption_concepts)
     return PretrainData(pair_shards(params), manifest, prompts, build_tokenizer(params.model.text),
                         params.data, image_size=params.model.image.img_size, batch_size=params.train.batch_size,
                         rank=dist.rank, world_size=dist.world_size, seed=seed,
@@ -138,7 +147,8 @@ def run_pretraining(params: Params, variant: str, seed: int) -> dict[str, Any]:
     init_process_group(dist, device=device)
     out = run_outputs(params, variant, seed)
     run_dir = out["run_dir"]
-    inputs = [Path(params.paths.pairs_manifest)] + ([Path(params.paths.archives)] if variant in ARCHIVE_METHODS else [])
+    uses_archives = variant in ARCHIVE_METHODS or variant_precision(variant) is not None
+    inputs = [Path(params.paths.pairs_manifest)] + ([Path(params.paths.archives)] if uses_archives else [])
     prepare_run_dir(run_dir, fingerprint(params, variant, seed, inputs), dist)
     train_cfg = dataclasses.replace(params.train, seed=seed)
     params = dataclasses.replace(params, train=train_cfg)  # what MLflow records is what runs
@@ -151,7 +161,7 @@ def run_pretraining(params: Params, variant: str, seed: int) -> dict[str, Any]:
             with start_run(params, stage="pretrain", run_name=run_name(variant, seed), tags=tags) as mlflow_run:
                 tracker = CurveTracker(mlflow_run, run_dir / "curve.csv")
                 result = _train(model, train_cfg, data, run_dir, dist, device, tracker)
-                summary = _finish(params, model, result, out, variant, seed)
+                summary = _finish(params, model, result, out, variant, seed, getattr(data.prompts, "summary", {}))
                 mlflow_run.log_metrics({f"final/{k}": v for k, v in result.metrics.items()})
                 mlflow_run.set_tags({"resumed_from": result.resumed_from})
                 mlflow_run.log_artifact(out["curve"])
@@ -163,11 +173,59 @@ def run_pretraining(params: Params, variant: str, seed: int) -> dict[str, Any]:
     return summary
 
 
-def pretrain_job(params_file: Path, variant: str, seed: int, run_dir: Path) -> dict[str, Any]:
+def pretrain_job(params_file: Path, variant: str, seed: int, run_dir: Path | None = None) -> dict[str, Any]:
     """The job's entry point (picklable, every rank): reload the params, train; `run_dir` resumes."""
     from cocu.config import load_params
 
     return run_pretraining(load_params(params_file), variant, seed)
+
+
+def _pool_job(params_file: Path, variant: str, seed: int) -> dict[str, Any]:
+    """`pretrain_job` in a worker process of the local pool (its own logging, like a job's)."""
+    import logging as _logging
+
+    _logging.basicConfig(level=_logging.INFO, format=f"%(asctime)s %(levelname)s [{variant}-s{seed}] %(name)s: "
+                         "%(message)s", datefmt="%H:%M:%S")
+    return pretrain_job(params_file, variant, seed)
+
+
+def train_runs(params_file: Path, params: Params, runs: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
+    """Train `runs` [(variant, seed)] as `params.launcher` says; {run name: summary}.
+
+    Locally (`launcher.cluster: local`) `pretrain.parallel` runs train at a time, each in its own
+    process with `pretrain.threads` threads (two one-thread processes keep two cores busier than one
+    two-thread process with the tiny model); with `parallel: 1`, in this process, one after another.
+    On SLURM (or `debug`) every run is a `CheckpointableTask` job, all submitted at once, then
+    awaited; a failure names the run. Every run writes its own outputs (`_finish`).
+    """
+    from cocu.launch.executor import JobFailed, submit_job, wait_for
+    from cocu.launch.jobs import CheckpointableTask
+    from cocu.training.runs import run_name
+
+    names = [run_name(v, s) for v, s in runs]
+    if params.launcher.cluster == "local" and params.pretrain.parallel > 1 and len(runs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("spawn")  # no forked torch thread pools
+        with ProcessPoolExecutor(max_workers=min(params.pretrain.parallel, len(runs)), mp_context=ctx) as pool:
+            futures = {n: pool.submit(_pool_job, params_file, v, s) for n, (v, s) in zip(names, runs)}
+            out, failed = {}, []
+            for name, future in futures.items():
+                try:
+                    out[name] = future.result()
+                except Exception as e:  # keep waiting for the others: their work is kept in run folders
+                    failed.append((name, e))
+            if failed:
+                raise JobFailed(f"pretrain: {len(failed)} of {len(runs)} runs failed: "
+                                + "; ".join(f"{n}: {type(e).__name__}: {e}" for n, e in failed)) from failed[0][1]
+            return out
+    jobs = []
+    for name, (v, s) in zip(names, runs):
+        run_dir = run_outputs(params, v, s)["run_dir"]
+        task = CheckpointableTask(functools.partial(pretrain_job, params_file, v, s), run_dir)
+        jobs.append((name, submit_job(task, cfg=params.launcher, name=f"pretrain-{name}")))
+    return {name: wait_for(job, f"pretrain-{name}") for name, job in jobs}
 
 
 def _train(model, cfg, data, run_dir: Path, dist: DistInfo, device, tracker) -> TrainResult:
@@ -181,7 +239,7 @@ def _train(model, cfg, data, run_dir: Path, dist: DistInfo, device, tracker) -> 
 
 
 def _finish(params: Params, model: torch.nn.Module, result: TrainResult, out: dict[str, Path], variant: str,
-            seed: int) -> dict[str, Any]:
+            seed: int, summary_of_prompts: Mapping[str, float]) -> dict[str, Any]:
     """Export the final weights (model + its config) and write the committed metrics, details and curve.
 
     The committed files hold what the run computed, never how it went (throughput, where it
@@ -196,8 +254,10 @@ def _finish(params: Params, model: torch.nn.Module, result: TrainResult, out: di
     final = {k: v for k, v in result.metrics.items() if k not in TIMINGS}
     details = {"variant": variant, "seed": seed, "steps": result.step,
                "checkpoint_sha256": sha256_file(out["checkpoint"]), "profile": params.run.profile,
-               **{f"final/{k}": v for k, v in final.items()}}
+               **{f"final/{k}": v for k, v in final.items()},
+               **{f"prompts/{k}": v for k, v in summary_of_prompts.items()}}
     write_metrics(out["metrics"], {"loss": final.get("loss")})
     write_json(out["details"], details)
+    out["curve"].parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out["run_dir"] / "curve.csv", out["curve"])
     return {**details, "resumed_from": result.resumed_from}

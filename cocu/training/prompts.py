@@ -11,17 +11,21 @@ caption itself. The variants differ only in where the K concepts come from:
 | `ranking`   | the curated archive                                     | `sample_topk` (official default) |
 | `expansion` | the curated archive                                     | `sample_uniform`                 |
 | `oracle`    | the hidden ground truth (synthetic world only)          | uniform, without replacement     |
+| `precisionP`| caption concepts + missed ground truth mixed with wrong | uniform, without replacement     |
+|             | concepts at precision P% (CoCu's archive sizes)          |                                  |
 
-`oracle` is an upper bound that no real method can reach, never a default; it is the only path
-here that reads ground truth, and the other variants refuse a ground-truth argument.
+`oracle` is an upper bound that no real method can reach, never a default; it and the
+`precisionP` ablations (the dose-response of curation precision, `PrecisionPicker`) are the only
+paths here that read ground truth, and the other variants refuse a ground-truth argument.
 All functions are pure given the explicit `rng` (one per sample, see cocu.training.data).
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -30,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cocu.concepts.archive import read_archives
+from cocu.config import PRECISION_VARIANT, VARIANTS
 from cocu.concepts.sampling import sample_cluster, sample_topk, sample_uniform
 from cocu.concepts.vocabulary import Vocabulary
 from cocu.data.templates import IMAGENET_TEMPLATES
@@ -38,8 +43,31 @@ from cocu.training.flat import KeyIndex, Strings, read_only
 log = logging.getLogger(__name__)
 
 Variant = Literal["baseline", "cocu", "ranking", "expansion", "oracle"]
-VARIANTS: tuple[str, ...] = ("baseline", "cocu", "ranking", "expansion", "oracle")
 ARCHIVE_METHODS = {"cocu": "cluster", "ranking": "topk", "expansion": "uniform"}  # variant -> sampler
+
+
+def variant_precision(variant: str) -> float | None:
+    """The precision p of a dose-response variant `precision<P>` (P in percent, 0-100), else None."""
+    m = PRECISION_VARIANT.match(variant)
+    if m is None:
+        return None
+    p = int(m.group(1))
+    if not 0 <= p <= 100:
+        raise ValueError(f"variant {variant!r}: the precision must be 0-100 (percent)")
+    return p / 100.0
+
+
+def reads_ground_truth(variant: str) -> bool:
+    """Whether a variant reads the hidden ground truth (the oracle and the precision ablations)."""
+    return variant == "oracle" or variant_precision(variant) is not None
+
+
+def check_variant(variant: str) -> str:
+    """`variant` itself if it is known, else a ValueError naming the valid ones."""
+    if variant not in VARIANTS and variant_precision(variant) is None:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)} "
+                         f"or precision<P> (P = 0-100, the curation-precision ablation)")
+    return variant
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,6 +267,52 @@ class OraclePicker:
         return sample_uniform(present, k, rng)
 
 
+def precision_archive(caption: Sequence[str], missed: Sequence[str], absent: Sequence[str], size: int,
+                      precision: float, rng: np.random.Generator) -> tuple[str, ...]:
+    """A synthetic archive for the curation-precision ablation: the caption's concepts plus up to
+    `size - len(caption)` new ones, a fraction `precision` of them drawn from the concepts the caption
+    missed (correct) and the rest from the absent ones (wrong).
+
+    The precision is kept (up to rounding) before the size: when fewer missed concepts exist than the
+    size asks for, fewer wrong ones are added too, so the archive is smaller than CoCu's there.
+    """
+    new = max(0, size - len(caption))
+    n_correct = min(len(missed), int(round(precision * new)))
+    n_wrong = new - n_correct if precision == 0 else int(round(n_correct * (1 - precision) / precision))
+    n_wrong = min(len(absent), n_wrong)
+    correct = [missed[i] for i in rng.permutation(len(missed))[:n_correct]]
+    wrong = [absent[i] for i in rng.permutation(len(absent))[:n_wrong]]
+    return (*caption, *correct, *wrong)
+
+
+@dataclass(frozen=True)
+class PrecisionPicker:
+    """ABLATION, synthetic world only: k concepts, uniformly without replacement, of a synthetic
+    archive of CoCu's size whose new concepts are correct with probability `precision`
+    (`precision_archive`; fixed per key, the same in every epoch and for every training seed)."""
+
+    archives: Mapping[str, tuple[str, ...]]
+
+    def __call__(self, key: str, caption: str, k: int, rng: np.random.Generator) -> Sequence[str]:
+        return sample_uniform(self.archives.get(key, ()), k, rng)
+
+
+def build_precision_archives(precision: float, ground_truth: Any, caption_concepts: Mapping[str, Sequence[str]],
+                             sizes: Mapping[str, int], concepts: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """key -> `precision_archive(...)` for every key of the ground truth; `sizes` are CoCu's archive
+    sizes (a key without an archive gets the caption's concepts only). Deterministic per key."""
+    present = _present_concepts(ground_truth)
+    out = {}
+    for key, truth in present.items():
+        caption = list(dict.fromkeys(caption_concepts.get(key, ())))
+        truth_set = set(truth)
+        missed = [c for c in truth if c not in caption]
+        absent = [c for c in concepts if c not in truth_set and c not in caption]
+        rng = np.random.default_rng([zlib.crc32(key.encode()), int(round(precision * 1000))])
+        out[key] = precision_archive(caption, missed, absent, sizes.get(key, len(caption)), precision, rng)
+    return out
+
+
 @dataclass(frozen=True)
 class PromptSource:
     """`source(key, caption, rng) -> [caption] + num_prompts prompts` for one pair."""
@@ -247,6 +321,7 @@ class PromptSource:
     picker: ConceptPicker
     num_prompts: int = 3  # K
     templates: tuple[str, ...] = IMAGENET_TEMPLATES
+    summary: Mapping[str, float] = field(default_factory=dict)  # what the source measured about itself
 
     def __call__(self, key: str, caption: str, rng: np.random.Generator) -> list[str]:
         concepts = self.picker(key, caption, self.num_prompts, rng) if self.num_prompts else ()
@@ -260,6 +335,7 @@ def make_prompt_source(
     ground_truth: Any = None,
     num_prompts: int = 3,
     templates: Sequence[str] = IMAGENET_TEMPLATES,
+    caption_concepts: Mapping[str, Sequence[str]] | None = None,
 ) -> PromptSource:
     """The prompt source of a pre-training variant (table in the module docstring).
 
@@ -269,11 +345,12 @@ def make_prompt_source(
         ground_truth: `cocu.data.manifest.read_ground_truth(...)` (a frame with `key`,
             `gt_present`) or a mapping key -> present concepts; `oracle` only, refused otherwise.
         num_prompts: K; 0 gives `[caption]` only.
+        caption_concepts: key -> the caption's vocabulary concepts (`precision<P>` only).
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
-    if ground_truth is not None and variant != "oracle":
-        raise ValueError(f"variant {variant!r} must not see the ground truth; only `oracle` reads it")
+    check_variant(variant)
+    if ground_truth is not None and not reads_ground_truth(variant):
+        raise ValueError(f"variant {variant!r} must not see the ground truth; only `oracle` and the "
+                         f"precision ablations read it")
     if num_prompts < 0:
         raise ValueError(f"num_prompts must be >= 0, got {num_prompts}")
     picker: ConceptPicker
@@ -285,14 +362,44 @@ def make_prompt_source(
         if archives is None:
             raise ValueError(f"variant {variant!r} needs the concept archives (archives=load_archives(...))")
         picker = ArchivePicker(archives, ARCHIVE_METHODS[variant])
-    else:
+    elif variant == "oracle":
         if ground_truth is None:
             raise ValueError("variant 'oracle' (an upper bound) needs "
                              "ground_truth=read_ground_truth(manifest); "
                              "only the synthetic world has it")
         picker = OraclePicker(_present_concepts(ground_truth))
         log.warning("prompt source 'oracle': ground-truth concepts as prompts (upper bound, not a method)")
+    else:
+        precision = variant_precision(variant)
+        if ground_truth is None or archives is None or caption_concepts is None:
+            raise ValueError(f"variant {variant!r} (a curation-precision ablation) needs ground_truth=, "
+                             "archives= (CoCu's, for the archive sizes) and caption_concepts=")
+        present = _present_concepts(ground_truth)
+        names = sorted({c for v in present.values() for c in v})
+        sizes = {k: len(archives[k].concepts) for k in archives}
+        built = build_precision_archives(precision, present, caption_concepts, sizes, names)
+        picker = PrecisionPicker(built)
+        summary = precision_summary(built, present, caption_concepts, sizes)
+        log.warning("prompt source %r: ground-truth concepts mixed with wrong ones at precision %.2f (ablation); "
+                    "realised %s", variant, precision, summary)
+        return PromptSource(variant, picker, num_prompts, tuple(templates), summary)
     return PromptSource(variant, picker, num_prompts, tuple(templates))
+
+
+def precision_summary(built: Mapping[str, Sequence[str]], present: Mapping[str, Sequence[str]],
+                      caption_concepts: Mapping[str, Sequence[str]], sizes: Mapping[str, int]) -> dict[str, float]:
+    """Realised precision of the new (non-caption) concepts of the ablation's archives, pooled over
+    keys, and their mean size next to CoCu's (what the dose-response figure plots)."""
+    new = correct = 0
+    for key, archive in built.items():
+        caption = set(caption_concepts.get(key, ()))
+        added = [c for c in archive if c not in caption]
+        new += len(added)
+        correct += sum(c in set(present.get(key, ())) for c in added)
+    n = max(1, len(built))
+    return {"archive_precision": correct / new if new else float("nan"),
+            "archive_size": sum(len(a) for a in built.values()) / n,
+            "cocu_archive_size": sum(sizes.get(k, 0) for k in built) / n}
 
 
 def _present_concepts(ground_truth: Any) -> ConceptLists:

@@ -1,0 +1,135 @@
+"""Where do the gains come from? Per-concept IoU gains against how often captions name the concept
+and how often curation recovers it (synthetic world only: it needs the hidden ground truth).
+
+Per concept c of the world:
+- `mention_rate`: of the pre-training pairs whose image shows c, the share whose caption names c;
+- `archive_recall`: of the pairs whose image shows c and whose caption does not name it, the share
+  whose curated archive holds c (vision-driven expansion found it);
+- `prompt_recall`: over the same pairs, the mean probability that CoCu's cluster-guided sampling puts
+  c among the K prompts of a training step (exact, from the stored scores and clusters: a cluster is
+  drawn by the softmax of its mean score, a concept by the softmax of scores inside it, K times);
+- `gain/<variant>`: the mean over seeds of IoU(variant) - IoU(baseline) of c on the benchmark that
+  holds every concept (paired by seed), with its 95% t-interval.
+
+The paper's thesis predicts that the oracle's and CoCu's gains sit on under-named concepts (low
+mention rate) and, for CoCu, on concepts curation recovers (high prompt recall).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from scipy import stats as sps
+
+from cocu.reports import stats
+
+GT_COLUMNS = ("gt_present", "gt_mentioned")
+
+
+def has_ground_truth(manifest: Path | str) -> bool:
+    """Whether the manifest carries the synthetic world's hidden ground truth (schema only)."""
+    path = Path(manifest)
+    return path.is_file() and set(GT_COLUMNS) <= set(pq.read_schema(path).names)
+
+
+def mention_rates(manifest: Path | str) -> pd.DataFrame:
+    """concept, present (pairs showing it), named (of those, captions naming it), mention_rate."""
+    table = pq.read_table(manifest, columns=["key", *GT_COLUMNS])
+    present = pd.Series([c for row in table.column("gt_present").to_pylist() for c in row]).value_counts()
+    named = pd.Series([c for row in table.column("gt_mentioned").to_pylist() for c in row]).value_counts()
+    out = pd.DataFrame({"present": present, "named": named.reindex(present.index).fillna(0)})
+    out["mention_rate"] = out["named"] / out["present"]
+    return out.rename_axis("concept").reset_index()
+
+
+def inclusion_probabilities(scores: np.ndarray, clusters: np.ndarray, k: int) -> np.ndarray:
+    """[A] probability that each archive concept is among k cluster-guided draws with replacement
+    (cocu.concepts.sampling.sample_cluster): 1 - (1 - p(cluster) p(concept | cluster))^k."""
+    if len(scores) == 0:
+        return np.zeros(0)
+    s = np.asarray(scores, dtype=np.float64)
+    c = np.asarray(clusters, dtype=np.int64)
+    ids, inv = np.unique(c, return_inverse=True)
+    means = np.bincount(inv, weights=s) / np.bincount(inv)
+    p_cluster = np.exp(means - means.max())
+    p_cluster /= p_cluster.sum()  # [C]
+    e = np.exp(s - s.max())
+    p_in = e / np.bincount(inv, weights=e)[inv]  # softmax within the concept's cluster
+    p = p_cluster[inv] * p_in
+    return 1.0 - (1.0 - p) ** k
+
+
+def curation_recall(manifest: Path | str, archives: Path | str, k: int) -> pd.DataFrame:
+    """concept, missed (pairs showing it that captions do not name), archive_recall, prompt_recall."""
+    from cocu.concepts.archive import read_archives
+
+    truth = pq.read_table(manifest, columns=["key", *GT_COLUMNS]).to_pydict()
+    arch = read_archives(archives, columns=["key", "concepts", "scores", "clusters"]).to_pydict()
+    index = {key: i for i, key in enumerate(arch["key"])}
+    missed: dict[str, int] = {}
+    in_archive: dict[str, float] = {}
+    in_prompts: dict[str, float] = {}
+    for key, present, named in zip(truth["key"], truth["gt_present"], truth["gt_mentioned"]):
+        i = index.get(key)
+        if i is None:
+            probs: dict[str, float] = {}
+        else:
+            p = inclusion_probabilities(np.asarray(arch["scores"][i]), np.asarray(arch["clusters"][i]), k)
+            probs = dict(zip(arch["concepts"][i], p.tolist()))
+        for c in set(present) - set(named):
+            missed[c] = missed.get(c, 0) + 1
+            in_archive[c] = in_archive.get(c, 0.0) + float(c in probs)
+            in_prompts[c] = in_prompts.get(c, 0.0) + probs.get(c, 0.0)
+    rows = [{"concept": c, "missed": n, "archive_recall": in_archive[c] / n, "prompt_recall": in_prompts[c] / n}
+            for c, n in sorted(missed.items())]
+    return pd.DataFrame(rows, columns=["concept", "missed", "archive_recall", "prompt_recall"])
+
+
+def class_iou(results_dir: Path | str, variant: str, seed: int, benchmark: str) -> Optional[dict[str, float]]:
+    """Per-class IoU (x 100) of one result file; None when it is missing."""
+    path = Path(results_dir) / variant / f"s{seed}" / f"{benchmark}.json"
+    if not path.is_file():
+        return None
+    iou = json.loads(path.read_text()).get("IoU") or {}
+    return {str(k): (math.nan if v is None else float(v)) for k, v in iou.items()}
+
+
+def concept_gains(results_dir: Path | str, seeds: dict[str, Sequence[int]], benchmark: str,
+                  variants: Sequence[str]) -> pd.DataFrame:
+    """concept, iou/baseline, and per variant gain/<v>, gain_lo/<v>, gain_hi/<v>, n/<v> (paired by seed)."""
+    base = {s: class_iou(results_dir, "baseline", s, benchmark) for s in seeds.get("baseline", ())}
+    base = {s: v for s, v in base.items() if v is not None}
+    concepts = sorted({c for v in base.values() for c in v})
+    frame = pd.DataFrame({"concept": concepts})
+    frame["iou/baseline"] = [np.nanmean([b.get(c, math.nan) for b in base.values()]) if base else math.nan
+                             for c in concepts]
+    for v in variants:
+        runs = {s: class_iou(results_dir, v, s, benchmark) for s in seeds.get(v, ()) if s in base}
+        runs = {s: r for s, r in runs.items() if r is not None}
+        ivs = []
+        for c in concepts:
+            d = [r[c] - base[s][c] for s, r in runs.items() if math.isfinite(r.get(c, math.nan))
+                 and math.isfinite(base[s].get(c, math.nan))]
+            ivs.append(stats.t_interval(d))
+        frame[f"gain/{v}"] = [iv.estimate for iv in ivs]
+        frame[f"gain_lo/{v}"] = [iv.lo for iv in ivs]
+        frame[f"gain_hi/{v}"] = [iv.hi for iv in ivs]
+        frame[f"n/{v}"] = [iv.n for iv in ivs]
+    return frame
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """(rho, two-sided p) over the finite pairs; NaN with fewer than 3."""
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3:
+        return math.nan, math.nan
+    res = sps.spearmanr(a[ok], b[ok])
+    return float(res.statistic), float(res.pvalue)

@@ -1,0 +1,165 @@
+"""The two studies beyond the default pipeline, each a set of DVC experiments (`dvc exp run --temp`,
+so the workspace keeps the default's outputs):
+
+    python scripts/studies.py study         # `make study`: five variants x 5 seeds + the precision ablation,
+                                            # its report in reports/study/ (results.md, tables, figures)
+    python scripts/studies.py robustness    # `make robustness`: the settings below, ~8 min each
+    python scripts/studies.py table         # reports/robustness.md from the robustness experiments
+
+Settings (cocu/reports/robustness.py says what is computed):
+- `machine-avx2`, `machine-default`: the default pipeline re-run end to end with other float kernels
+  (`ATEN_CPU_CAPABILITY=avx2` / `default` instead of the detected one) and other thread counts,
+  as a fresh clone on another CPU would run it; every committed seed mean must be reproduced
+  within its tolerance, and the paired conclusions must hold;
+- `world-seed1`, `world-seed2`, `mention-0.3`, `mention-0.5`: other synthetic worlds (world seed,
+  caption mention rate); the paired conclusions are reported for each, holding or not.
+
+The committed default results are the reference (`metrics/eval/*.json` of the checkout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cocu.reports import robustness as R  # noqa: E402
+from cocu.reports.comparisons import fmt_interval  # noqa: E402
+
+# name -> (environment, dvc exp run -S overrides, kind)
+SETTINGS: dict[str, tuple[dict[str, str], list[str], str]] = {
+    "machine-avx2": ({"ATEN_CPU_CAPABILITY": "avx2"}, ["pretrain.parallel=1", "pretrain.threads=2",
+                                                       "teacher.threads=1"], "machine"),
+    "machine-default": ({"ATEN_CPU_CAPABILITY": "default"}, ["eval.threads=2"], "machine"),
+    "world-seed1": ({}, ["world.seed=1"], "world"),
+    "world-seed2": ({}, ["world.seed=2"], "world"),
+    "mention-0.3": ({}, ["world.mention_rate=0.3"], "world"),
+    "mention-0.5": ({}, ["world.mention_rate=0.5"], "world"),
+}
+EXP_PREFIX = "robust-"
+STUDY = "study"
+STUDY_OVERRIDES = ["pretrain.variants=[baseline,ranking,expansion,cocu,oracle,precision25,precision50,precision75,"
+                   "precision100]", "pretrain.seeds=[0,1,2,3,4]", "paths.reports=reports/study"]
+
+
+def study() -> None:
+    """The study experiment, then its generated report (committed in the experiment) into the workspace."""
+    cmd = ["dvc", "exp", "run", "--temp", "-n", STUDY]
+    for o in STUDY_OVERRIDES:
+        cmd += ["-S", o]
+    print("== study:", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=REPO, check=True)
+    ref = exp_ref(STUDY)
+    if ref is None:
+        raise SystemExit("the study experiment left no ref (dvc exp show lists the experiments)")
+    subprocess.run(["git", "checkout", ref, "--", "reports/study"], cwd=REPO, check=True)
+    print(f"reports/study/ written from experiment {ref[:10]} (commit it to keep it)")
+
+
+def run(names: list[str]) -> None:
+    for name in names:
+        env, overrides, _ = SETTINGS[name]
+        cmd = ["dvc", "exp", "run", "--temp", "-f", "-n", EXP_PREFIX + name]
+        for o in overrides:
+            cmd += ["-S", o]
+        print(f"== {name}: {' '.join(f'{k}={v}' for k, v in env.items())} {' '.join(cmd)}", flush=True)
+        subprocess.run(cmd, cwd=REPO, env={**os.environ, **env}, check=True)
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
+
+
+def exp_ref(name: str) -> str | None:
+    """The commit of the newest experiment called `name` (DVC keeps experiments as git refs)."""
+    for line in _git("for-each-ref", "--sort=-committerdate", "--format=%(objectname) %(refname)",
+                     "refs/exps").splitlines():
+        sha, ref = line.split(" ", 1)
+        if ref.rsplit("/", 1)[-1] == name:
+            return sha
+    return None
+
+
+def read_runs(rev: str | None, params: dict) -> R.Runs:
+    """(variant, seed) -> benchmark -> mIoU from the `evaluate` stage's metrics at `rev` (None: workspace)."""
+    folder = params["paths"]["eval_metrics"]
+    runs = {}
+    for s in params["pretrain"]["seeds"]:
+        for v in params["pretrain"]["variants"]:
+            rel = f"{folder}/{v}-s{s}.json"
+            text = (REPO / rel).read_text() if rev is None else _git("show", f"{rev}:{rel}")
+            data = json.loads(text)
+            runs[(v, s)] = {k.removeprefix("mIoU/"): float(x) for k, x in data.items() if k.startswith("mIoU/")}
+    return runs
+
+
+def table() -> str:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    variants = [v for v in params["pretrain"]["variants"] if v != "baseline"]
+    committed = read_runs(None, params)
+    benchmarks = sorted(next(iter(committed.values())))
+    lines = ["# Robustness: another machine, other worlds", "",
+             "_Generated by `python scripts/robustness.py table` from the DVC experiments that "
+             "`python scripts/robustness.py run` made (`make robustness`); do not edit._", "",
+             "Paired differences to the baseline, mIoU mean over the synthetic benchmarks: mean over seeds "
+             "[95% t-interval over seeds]. A conclusion holds where the interval keeps its sign.", "",
+             "| setting | " + " | ".join(f"{v} − baseline" for v in variants) + " |",
+             "|---|" + "---|" * len(variants)]
+    settings = {"committed (this checkout)": committed}
+    missing = []
+    for name in SETTINGS:
+        ref = exp_ref(EXP_PREFIX + name)
+        if ref is None:
+            missing.append(name)
+            continue
+        exp_params = yaml.safe_load(_git("show", f"{ref}:params.yaml"))
+        settings[name] = read_runs(ref, exp_params)
+    for name, runs in settings.items():
+        lines.append(f"| {name} | " + " | ".join(fmt_interval(R.paired(runs, v), 2) for v in variants) + " |")
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(missing)}."]
+    for name in (n for n in settings if SETTINGS.get(n, ({}, [], ""))[2] == "machine"):
+        checks = R.reproduction(committed, settings[name], params["pretrain"]["variants"], benchmarks)
+        ok = sum(c.within for c in checks)
+        lines += ["", f"## {name}: committed seed means reproduced within tolerance: {ok} of {len(checks)}", "",
+                  "Tolerance: committed mean ± t(n−1) · s · √(2/n), the 95% prediction interval of a new mean of "
+                  "n seeds when only training noise differs.", "",
+                  "| variant | benchmark | committed | tolerance | this setting | within |", "|---|---|---|---|---|---|"]
+        lines += [f"| {c.variant} | {c.benchmark} | {c.committed:.2f} | ±{c.tolerance:.2f} | {c.new:.2f} | "
+                  f"{'yes' if c.within else '**no**'} |" for c in checks]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("study", help="run the study experiment and bring its report into reports/study/")
+    r = sub.add_parser("robustness", help="run the robustness settings as DVC experiments")
+    r.add_argument("names", nargs="*", default=list(SETTINGS), help=f"default: all of {', '.join(SETTINGS)}")
+    t = sub.add_parser("table", help="write the table")
+    t.add_argument("--out", type=Path, default=REPO / "reports" / "robustness.md")
+    args = parser.parse_args()
+    if args.cmd == "study":
+        study()
+    elif args.cmd == "robustness":
+        unknown = [n for n in args.names if n not in SETTINGS]
+        if unknown:
+            parser.error(f"unknown setting(s) {unknown}; choose from {list(SETTINGS)}")
+        run(args.names)
+    else:
+        text = table()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

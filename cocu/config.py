@@ -613,13 +613,13 @@ class ProtocolCard(Checked):
     field (null where a field does not apply), so a result is always printed beside the exact
     protocol that produced it (`cocu.eval.protocol.card_text`)."""
 
-    reader: ReaderName  # label format and folder layout (cocu.eval.readers)
+    reader: ReaderName  # label format and folder layout (cocu.data.readers)
     root: str = spec(nonempty=True)  # folder of the benchmark under the benchmarks root
     has_background: bool  # label 0 is background, never prompted; decided by `bg_thresh`
     resize: Optional[int] = spec(ge=1)  # short side after resizing (aspect kept); null: original size
     crop: int = spec(ge=1)  # sliding-window crop (square)
     stride: int = spec(ge=1)  # sliding-window stride (at most crop)
-    # class-names file: a bare name (`voc`) is cocu/eval/classnames/<name>.txt, anything with a
+    # class-names file: a bare name (`voc`) is cocu/data/classnames/<name>.txt, anything with a
     # `/` or a `.txt` suffix is a path; null: `<benchmark folder>/class_names.txt`
     class_names: Optional[str] = spec(nonempty=True)
     # ImageNet-S: an image with more than cap^2 pixels is first shrunk to a long side of `cap`;

@@ -279,11 +279,11 @@ def _voc2012(root: Path, n: int, rng: np.random.Generator, h: int, w: int) -> No
 
 def _context(root: Path, downloads: Path, n: int, rng: np.random.Generator, h: int, w: int) -> None:
     """VOC2010 images + a PASCAL Context release archive (459-class .mat labels and labels.txt),
-    converted by `python -m cocu.eval.converters context`, the documented preparation step."""
+    converted by `python -m cocu.data.converters context`, the documented preparation step."""
     from scipy.io import savemat
 
-    from cocu.eval import converters as cv
-    from cocu.eval.readers import shipped_class_names
+    from cocu.data import converters as cv
+    from cocu.data.readers import shipped_class_names
 
     voc = root / "VOCdevkit" / "VOC2010"
     ids = [f"2008_{i:06d}" for i in range(1, n + 1)]
@@ -305,7 +305,7 @@ def _context(root: Path, downloads: Path, n: int, rng: np.random.Generator, h: i
 
 
 def _coco(root: Path, n: int, rng: np.random.Generator, h: int, w: int) -> None:
-    from cocu.eval import converters as cv
+    from cocu.data import converters as cv
 
     folder = root / "coco_stuff164k"
     values = [k - 1 for k in cv.COCO_THING_IDS + cv.COCO_STUFF_IDS]  # stuffthingmaps: category id - 1

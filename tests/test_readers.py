@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cocu.eval import converters as cv
 from cocu.config import ProtocolCard
+from cocu.data import converters as cv
+from cocu.data.readers import BenchmarkNotFoundError, open_benchmark, shipped_class_names
 from cocu.eval.overlay import palette
 from cocu.eval.protocol import OFFICIAL_CARDS, SYNTHETIC_CARDS
-from cocu.eval.readers import BenchmarkNotFoundError, open_benchmark, shipped_class_names
 
 
 def _rgb(h: int = 6, w: int = 8, path: Path | None = None, fmt: str | None = None) -> np.ndarray:
@@ -378,7 +378,7 @@ def test_extract_refuses_links(tmp_path):
 
 
 def test_card_reader_names_have_layouts():
-    from cocu.eval.readers import LAYOUTS
+    from cocu.data.readers import LAYOUTS
     import typing
     from cocu.config import ReaderName
 

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cocu.config import ConfigError, EvalConfig, ProtocolCard, from_dict
+from cocu.data.readers import open_benchmark
 from cocu.eval.protocol import (IMAGENET_TEMPLATES, OFFICIAL_CARDS, SYNTHETIC_CARDS, card_text,
                                 cards_as_params, protocol_deviations, templates_for)
-from cocu.eval.readers import open_benchmark
 from cocu.eval.runner import benchmark_text_embeddings, evaluate_benchmark
 from cocu.eval.segmenter import (background_logits, capped_size, class_embeddings, group_class_probs,
                                  groupvit_crop_logits, pixel_logits, rescale_size, resize_argmax, segment,

@@ -4,7 +4,7 @@ the real benchmarks outside it, which the pipeline only reads.
 Synthetic: `<paths.benchmarks_root>/<name>/images/<id>.png`, `.../labels/<id>.png` (uint8, 255 =
 ignore) and `.../class_names.txt` (one name per line, label-id order), as detectron2-style
 semantic-segmentation folders are laid out. Real (`reader` other than `synthetic`): the card's
-folder under `paths.benchmarks_external` (DETECTRON2_DATASETS layout, cocu/eval/readers.py), never
+folder under `paths.benchmarks_external` (DETECTRON2_DATASETS layout, cocu/data/readers.py), never
 written; the `inputs` stage fingerprints the files evaluation reads and the `benchmarks` stage
 checks their layout.
 """
@@ -88,7 +88,7 @@ def real_active(params: Params) -> dict[str, ProtocolCard]:
 def benchmark_files(card: ProtocolCard, root: Path) -> tuple[Path, list[Path], int]:
     """(benchmark folder, every file evaluation reads, number of images); raises
     BenchmarkNotFoundError naming the missing path and how to prepare it."""
-    from cocu.eval.readers import LAYOUTS, open_benchmark
+    from cocu.data.readers import LAYOUTS, open_benchmark
 
     bench = open_benchmark(card, root)
     files = [p for item in bench.items for p in (item.image, item.label)]
@@ -114,7 +114,7 @@ def benchmarks_fingerprint(params: Params) -> dict[str, Any]:
 def check_real_benchmarks(params: Params) -> dict[str, float]:
     """Validate the layout of every active real benchmark (folders, split lists, every image and
     label file, the class names); metrics: images and classes per benchmark."""
-    from cocu.eval.readers import open_benchmark
+    from cocu.data.readers import open_benchmark
 
     metrics: dict[str, float] = {}
     for name, card in real_active(params).items():

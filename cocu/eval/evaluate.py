@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from cocu.config import ModelConfig, ProtocolCard, from_dict
+from cocu.data.readers import open_benchmark
 from cocu.eval.protocol import card_text, protocol_deviations, templates_for
-from cocu.eval.readers import open_benchmark
 from cocu.eval.runner import benchmark_text_embeddings, evaluate_benchmark
 from cocu.eval.segmenter import class_embeddings, segment
 from cocu.models.factory import build_model

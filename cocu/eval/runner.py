@@ -12,10 +12,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 from cocu.config import IMAGENET_MEAN, IMAGENET_STD
+from cocu.data.readers import Benchmark
 from cocu.eval.metrics import SegEvaluator
 from cocu.eval.overlay import write_overlay
 from cocu.eval.protocol import card_text, templates_for
-from cocu.eval.readers import Benchmark
 from cocu.eval.segmenter import class_embeddings, segment
 
 log = logging.getLogger(__name__)

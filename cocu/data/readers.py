@@ -35,11 +35,11 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from cocu.eval import converters as cv
+from cocu.data import converters as cv
 from cocu.config import ProtocolCard
 
 CLASSNAMES_DIR = Path(__file__).parent / "classnames"
-EXTRACT = "python -m cocu.eval.converters extract"
+EXTRACT = "python -m cocu.data.converters extract"
 
 
 class BenchmarkNotFoundError(FileNotFoundError):
@@ -115,7 +115,7 @@ _SYNTH = _from_labels("labels", "*.png", lambda f, p: _first_existing(
 
 _VOC_PREP = f"download VOCtrainval_11-May-2012.tar and run `{EXTRACT} VOCtrainval_11-May-2012.tar {{root}}`"
 _CTX_PREP = (f"download VOCtrainval_03-May-2010.tar and PASCAL Context's trainval.tar.gz; run `{EXTRACT} "
-             "VOCtrainval_03-May-2010.tar {root}` then `python -m cocu.eval.converters context --mats "
+             "VOCtrainval_03-May-2010.tar {root}` then `python -m cocu.data.converters context --mats "
              "trainval.tar.gz --voc2010 {root}/VOCdevkit/VOC2010`")
 _COCO_PREP = (f"download COCO val2017.zip and COCO-Stuff stuffthingmaps_trainval2017.zip; run `{EXTRACT} "
               f"val2017.zip {{folder}}/images` and `{EXTRACT} stuffthingmaps_trainval2017.zip "
@@ -154,7 +154,7 @@ def resolve_root(root: Optional[Path | str] = None) -> Path:
 
 
 def shipped_class_names(name: str) -> list[str]:
-    """Names in cocu/eval/classnames/<name>.txt."""
+    """Names in cocu/data/classnames/<name>.txt."""
     path = CLASSNAMES_DIR / f"{name}.txt"
     if not path.is_file():
         known = sorted(p.stem for p in CLASSNAMES_DIR.glob("*.txt"))

@@ -4,10 +4,10 @@ The readers decode the original label files on the fly with the pure maps below,
 Context needs a conversion step (its labels ship as MATLAB files). `convert_labels` still writes
 converted PNGs (the detectron2 `annotations_detectron2`-style folders) for use with other tools.
 
-    python -m cocu.eval.converters extract ARCHIVE DEST          # never writes outside DEST
-    python -m cocu.eval.converters context --mats trainval.tar.gz \
+    python -m cocu.data.converters extract ARCHIVE DEST          # never writes outside DEST
+    python -m cocu.data.converters context --mats trainval.tar.gz \
         --voc2010 $DETECTRON2_DATASETS/VOCdevkit/VOC2010
-    python -m cocu.eval.converters labels KIND SRC_DIR DST_DIR    # KIND: see LABEL_MAPS
+    python -m cocu.data.converters labels KIND SRC_DIR DST_DIR    # KIND: see LABEL_MAPS
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def convert_context(mats: Path | str, voc2010: Path | str, split: Optional[Path 
     """
     from scipy.io import loadmat
 
-    from cocu.eval.readers import shipped_class_names
+    from cocu.data.readers import shipped_class_names
 
     mats, voc2010 = Path(mats), Path(voc2010)
     split_file = Path(split) if split else voc2010 / "ImageSets" / "Main" / "val.txt"
@@ -243,7 +243,7 @@ def convert_context(mats: Path | str, voc2010: Path | str, split: Optional[Path 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cocu.eval.converters",
+    parser = argparse.ArgumentParser(prog="python -m cocu.data.converters",
                                      description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("extract", help="extract a benchmark archive safely")

@@ -283,7 +283,7 @@ def _context(root: Path, downloads: Path, n: int, rng: np.random.Generator, h: i
     from scipy.io import savemat
 
     from cocu.data import converters as cv
-    from cocu.data.readers import shipped_class_names
+    from cocu.data.converters import shipped_class_names
 
     voc = root / "VOCdevkit" / "VOC2010"
     ids = [f"2008_{i:06d}" for i in range(1, n + 1)]

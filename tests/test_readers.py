@@ -14,7 +14,8 @@ from PIL import Image
 
 from cocu.config import ProtocolCard
 from cocu.data import converters as cv
-from cocu.data.readers import BenchmarkNotFoundError, open_benchmark, shipped_class_names
+from cocu.data.converters import shipped_class_names
+from cocu.data.readers import BenchmarkNotFoundError, open_benchmark
 from cocu.eval.overlay import palette
 from cocu.eval.protocol import OFFICIAL_CARDS, SYNTHETIC_CARDS
 

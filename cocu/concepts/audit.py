@@ -7,10 +7,10 @@ from pathlib import Path
 
 from cocu.concepts.curation import CSR
 from cocu.concepts.metrics import names_to_csr
-from cocu.data import world
-from cocu.data.manifest import GROUND_TRUTH_COLUMNS, read_ground_truth
 from cocu.config import ProtocolCard
-from cocu.data.readers import shipped_class_names
+from cocu.data import world
+from cocu.data.converters import shipped_class_names
+from cocu.data.manifest import GROUND_TRUTH_COLUMNS, read_ground_truth
 
 
 def ground_truth_csr(manifest: Path | str, names: Sequence[str]) -> tuple[CSR, CSR] | None:

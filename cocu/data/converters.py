@@ -1,4 +1,5 @@
-"""Label conversions of the segmentation benchmarks, safe archive extraction, and the Context converter.
+"""The benchmarks' label spaces (raw values -> label ids, the shipped class-name lists), safe archive
+extraction, and the Context converter.
 
 The readers decode the original label files on the fly with the pure maps below, so only PASCAL
 Context needs a conversion step (its labels ship as MATLAB files). `convert_labels` still writes
@@ -27,6 +28,7 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 IGNORE = 255
+CLASSNAMES_DIR = Path(__file__).parent / "classnames"  # shipped class-name lists, one per label space
 
 
 class UnsafeArchiveError(ValueError):
@@ -43,6 +45,22 @@ def apply_lut(raw: np.ndarray, lut: np.ndarray, what: str) -> np.ndarray:
     if (out < 0).any():
         raise ValueError(f"{what}: unexpected raw label values {np.unique(raw[out < 0])[:10].tolist()}")
     return out.astype(np.uint8 if lut.max() <= 255 else np.uint16)
+
+
+def shipped_class_names(name: str) -> list[str]:
+    """Names in cocu/data/classnames/<name>.txt (one name per label id, label-id order)."""
+    path = CLASSNAMES_DIR / f"{name}.txt"
+    if not path.is_file():
+        known = sorted(p.stem for p in CLASSNAMES_DIR.glob("*.txt"))
+        raise FileNotFoundError(f"no shipped class-names list {name!r} (shipped: {known}); "
+                                "give a file path instead")
+    return read_class_names(path)
+
+
+def read_class_names(path: Path) -> list[str]:
+    """One name per line; blank and `#` lines skipped."""
+    lines = (line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def _lut(size: int, mapping: dict[int, int], default: int = -1) -> np.ndarray:
@@ -208,8 +226,6 @@ def convert_context(mats: Path | str, voc2010: Path | str, split: Optional[Path 
     list. This replaces mmseg's Detail-API converter (pycocotools + detail-api, not installed).
     """
     from scipy.io import loadmat
-
-    from cocu.data.readers import shipped_class_names
 
     mats, voc2010 = Path(mats), Path(voc2010)
     split_file = Path(split) if split else voc2010 / "ImageSets" / "Main" / "val.txt"

@@ -35,10 +35,10 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from cocu.data import converters as cv
 from cocu.config import ProtocolCard
+from cocu.data import converters as cv
+from cocu.data.converters import read_class_names, shipped_class_names
 
-CLASSNAMES_DIR = Path(__file__).parent / "classnames"
 EXTRACT = "python -m cocu.data.converters extract"
 
 
@@ -151,22 +151,6 @@ LAYOUTS: dict[str, Layout] = {
 def resolve_root(root: Optional[Path | str] = None) -> Path:
     """The benchmarks root: the argument, else $DETECTRON2_DATASETS, else ./datasets (detectron2)."""
     return Path(root if root is not None else os.environ.get("DETECTRON2_DATASETS", "datasets"))
-
-
-def shipped_class_names(name: str) -> list[str]:
-    """Names in cocu/data/classnames/<name>.txt."""
-    path = CLASSNAMES_DIR / f"{name}.txt"
-    if not path.is_file():
-        known = sorted(p.stem for p in CLASSNAMES_DIR.glob("*.txt"))
-        raise FileNotFoundError(f"no shipped class-names list {name!r} (shipped: {known}); "
-                                "give a file path instead")
-    return read_class_names(path)
-
-
-def read_class_names(path: Path) -> list[str]:
-    """One name per line; blank and `#` lines skipped."""
-    lines = (line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
 
 
 def foreground_names(card: ProtocolCard, folder: Path) -> list[str]:

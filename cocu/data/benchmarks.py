@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from cocu.config import ConfigError, Params, WorldConfig
+from cocu.config import ConfigError, Params, ProtocolCard, WorldConfig
 from cocu.data import world
-from cocu.config import ProtocolCard
 
 
 def write_synthetic_benchmark(cfg: WorldConfig, name: str, n: int, root: Path) -> dict[str, float]:
@@ -96,19 +94,6 @@ def benchmark_files(card: ProtocolCard, root: Path) -> tuple[Path, list[Path], i
     if card.class_names is None and (bench.folder / "class_names.txt").is_file():
         files.append(bench.folder / "class_names.txt")
     return bench.folder, sorted(set(files)), len(bench)
-
-
-def benchmarks_fingerprint(params: Params) -> dict[str, Any]:
-    """The active real benchmarks' files (names, sizes, mtimes): what evaluation reads, never hashed."""
-    from cocu.data.sources import files_fingerprint
-
-    check_roots_apart(params)
-    out: dict[str, Any] = {}
-    for name, card in real_active(params).items():
-        folder, files, images = benchmark_files(card, benchmark_root(params, name))
-        out[name] = {"reader": card.reader, "folder": str(folder), "images": images,
-                     **files_fingerprint(folder, files)}
-    return {"external_root": params.paths.benchmarks_external, "benchmarks": out}
 
 
 def check_real_benchmarks(params: Params) -> dict[str, float]:

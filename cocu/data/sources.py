@@ -32,6 +32,7 @@ from typing import Any
 from braceexpand import braceexpand
 
 from cocu.config import ConfigError, PairsConfig, Params
+from cocu.data.benchmarks import benchmark_files, benchmark_root, check_roots_apart, real_active
 from cocu.data.shards import ShardRef, as_shard_ref, list_shards
 
 GLOB_CHARS = set("*?[")
@@ -226,12 +227,21 @@ def clip_inputs(params: Params) -> dict[str, Any]:
     return {"source": "pretrained", "arch": cfg.arch, "path": str(path), **stat_entry(path)}
 
 
+def benchmarks_fingerprint(params: Params) -> dict[str, Any]:
+    """The active real benchmarks' files (names, sizes, mtimes): what evaluation reads, never hashed."""
+    check_roots_apart(params)
+    out: dict[str, Any] = {}
+    for name, card in real_active(params).items():
+        folder, files, images = benchmark_files(card, benchmark_root(params, name))
+        out[name] = {"reader": card.reader, "folder": str(folder), "images": images,
+                     **files_fingerprint(folder, files)}
+    return {"external_root": params.paths.benchmarks_external, "benchmarks": out}
+
+
 def fingerprint_inputs(params: Params) -> dict[str, dict[str, Any]]:
     """{file name in paths.inputs: fingerprint} of every external input, after checking that every
     input the profile names exists. All problems are reported at once (MissingInputs), before any
     stage that costs something runs."""
-    from cocu.data.benchmarks import benchmarks_fingerprint
-
     problems: list[str] = []
     out: dict[str, dict[str, Any]] = {}
     for name, build in (("pairs.json", pairs_inputs), ("clip.json", clip_inputs),

@@ -11,12 +11,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from cocu.config import PairsConfig
 from cocu.data.manifest import index_shards
 from cocu.data.pairs import index_corpus
-from cocu.config import PairsConfig
 from cocu.data.shards import (RawSample, SkipCounter, encode_jpeg, is_valid_key, iter_samples, key_problem,
-                              list_shards, split_member, write_shards)
-from cocu.training.data import shard_images
+                              list_shards, read_tar, shard_images, split_member, write_shards)
 
 
 def _jpeg(seed: int) -> bytes:
@@ -154,7 +153,7 @@ def test_repeated_key_in_a_shard_keeps_its_first_sample_adjacent_or_not(tmp_path
 
 
 def test_training_reader_yields_the_sample_the_manifest_kept(tmp_path):
-    """`cocu.training.data.shard_images` splits and dedups a shard as the manifest does."""
+    """`shard_images` (the training stream's reader) splits and dedups a shard as the manifest does."""
     images = [_jpeg(i) for i in range(6)]
     _tar(tmp_path / "000000.tar", _members([
         ("a", images[0], b"a"), ("a", images[1], b"adjacent a"), ("b", images[2], b"b"),
@@ -211,3 +210,78 @@ def test_write_shards_refuses_a_key_that_would_not_read_back(tmp_path):
     with pytest.raises(ValueError, match="path separator.*'../x'"):
         write_shards([RawSample(key="../x", image=_jpeg(0), caption="c")], tmp_path, shard_size=2)
     assert not list(tmp_path.rglob("*.jpg"))  # nothing written outside (or inside) the folder
+
+
+# ---------------------------------------------------------------------------------------------
+# the tar reader (one for the manifest, embed and teacher readers and the training stream)
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_read_tar_matches_tarfile(tmp_path, fmt):
+    long_dir = "d" * 60 + "/" + "e" * 50  # > 100 characters: ustar prefix, GNU longname or pax path
+    members = [("a.jpg", b"x" * 700), (f"{long_dir}/b.jpg", b"y" * 512), ("b.txt", b""),
+               ("c\u00e9.seg.png" if fmt == tarfile.PAX_FORMAT else "c.seg.png", b"z" * 3)]
+    path = tmp_path / "t.tar"
+    with tarfile.open(path, "w", format=fmt) as tar:
+        info = tarfile.TarInfo("adir")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1.5  # a float mtime forces pax headers in PAX_FORMAT
+            tar.addfile(info, io.BytesIO(data))
+    got = list(read_tar(str(path), lambda n: not n.endswith(".txt")))
+    assert got == [(n, None if n.endswith(".txt") else d) for n, d in members]
+
+
+def test_read_tar_accepts_a_signed_header_checksum(tmp_path):
+    """Some old tar programs summed the header bytes as signed chars; `tarfile` accepts both sums."""
+    path = _tar(tmp_path / "t.tar", [("\u00e9t\u00e9.jpg", b"x" * 10)])  # name bytes >= 0x80: the sums differ
+    data = bytearray(path.read_bytes())
+    header = data[:512]
+    signed = sum(b - 256 * (b > 127) for b in header[:148]) + 256 + sum(b - 256 * (b > 127) for b in header[156:])
+    data[148:156] = f"{signed:06o}\0 ".encode()
+    path.write_bytes(bytes(data))
+    assert [m.name for m in tarfile.open(path)] == ["\u00e9t\u00e9.jpg"]
+    assert list(read_tar(path, lambda n: True)) == [("\u00e9t\u00e9.jpg", b"x" * 10)]
+    data[148:156] = f"{signed + 1:06o}\0 ".encode()  # neither sum: a corrupt header
+    path.write_bytes(bytes(data))
+    with pytest.raises(Exception, match="bad header checksum"):
+        list(read_tar(path, lambda n: True))
+
+
+def test_corrupt_shard_keeps_the_samples_before_the_break(tmp_path):
+    samples = [RawSample(f"k{i}", encode_jpeg(np.zeros((8, 8, 3), np.uint8), 90), "c") for i in range(4)]
+    path = write_shards(samples, tmp_path, shard_size=4)[0]
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    skipped: dict[str, int] = {}
+    keys = [k for k, _ in shard_images(str(path), ("jpg",), skipped)]
+    with tarfile.open(path) as tar:
+        readable = []
+        with pytest.raises(tarfile.ReadError):
+            for m in tar:
+                readable.append(m.name)
+                tar.extractfile(m).read()
+    assert skipped == {"corrupt_shard": 1} and 0 < len(keys) < 4
+    assert set(keys) <= {n.split(".")[0] for n in readable}
+
+
+@pytest.mark.parametrize("cut", ["header", "garbage"])
+def test_a_tar_that_breaks_between_members_is_counted_by_every_reader(tmp_path, cut):
+    """A shard cut inside a member header, or with garbage where a header belongs, is
+    `corrupt_shard` for the manifest and for the training stream alike (Python's `tarfile` ends a
+    stream there silently), and both keep the same samples before the break."""
+    samples = [(f"s{i}", _jpeg(i), f"caption {i}".encode()) for i in range(4)]
+    path = _tar(tmp_path / "000000.tar", _members(samples))
+    data = path.read_bytes()
+    with tarfile.open(path) as tar:
+        third = [m for m in tar if m.name == "s2.jpg"][0].offset  # the header of the third sample
+    broken = data[: third + 100] if cut == "header" else data[:third] + b"\x07" * 512 + data[third + 512:]
+    path.write_bytes(broken)
+    counter = SkipCounter()
+    frame = index_shards([path], counter)
+    skipped: dict[str, int] = {}
+    streamed = [k for k, _ in shard_images(path, ("jpg",), skipped)]
+    assert list(frame["key"]) == streamed == ["s0", "s1"]
+    assert counter.as_dict()["corrupt_shard"] == 1 and skipped == {"corrupt_shard": 1}

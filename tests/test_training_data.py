@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import random
-import tarfile
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +19,7 @@ from cocu.data.manifest import index_shards
 from cocu.data.shards import RawSample, SkipCounter, encode_jpeg, list_shards, write_shards
 from cocu.training.augment import NUM_UNIFORMS, augment, color_jitter, crop_boxes, erase_boxes
 from cocu.training.checkpoint import capture_rng
-from cocu.training.data import PretrainData, TokenCache, plan_split, read_tar, shard_images
+from cocu.training.data import PretrainData, TokenCache, plan_split
 from cocu.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 from cocu.training.flat import KeyIndex, StringTable
 
@@ -394,45 +392,6 @@ def test_token_cache_calls_the_tokenizer_once_per_text():
     assert len(calls) == 1
     cache(["d", "e"])  # evicts the least recently used
     assert len(cache.rows) == 3 and "c" not in cache.rows
-
-
-# ---------------------------------------------------------------------------------------------
-# the tar reader
-
-
-@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
-def test_read_tar_matches_tarfile(tmp_path, fmt):
-    long_dir = "d" * 60 + "/" + "e" * 50  # > 100 characters: ustar prefix, GNU longname or pax path
-    members = [("a.jpg", b"x" * 700), (f"{long_dir}/b.jpg", b"y" * 512), ("b.txt", b""),
-               ("c\u00e9.seg.png" if fmt == tarfile.PAX_FORMAT else "c.seg.png", b"z" * 3)]
-    path = tmp_path / "t.tar"
-    with tarfile.open(path, "w", format=fmt) as tar:
-        info = tarfile.TarInfo("adir")
-        info.type = tarfile.DIRTYPE
-        tar.addfile(info)
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), 1.5  # a float mtime forces pax headers in PAX_FORMAT
-            tar.addfile(info, io.BytesIO(data))
-    got = list(read_tar(str(path), lambda n: not n.endswith(".txt")))
-    assert got == [(n, None if n.endswith(".txt") else d) for n, d in members]
-
-
-def test_corrupt_shard_keeps_the_samples_before_the_break(tmp_path):
-    samples = [RawSample(f"k{i}", encode_jpeg(np.zeros((8, 8, 3), np.uint8), 90), "c") for i in range(4)]
-    path = write_shards(samples, tmp_path, shard_size=4)[0]
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * 0.6)])
-    skipped: dict[str, int] = {}
-    keys = [k for k, _ in shard_images(str(path), ("jpg",), skipped)]
-    with tarfile.open(path) as tar:
-        readable = []
-        with pytest.raises(tarfile.ReadError):
-            for m in tar:
-                readable.append(m.name)
-                tar.extractfile(m).read()
-    assert skipped == {"corrupt_shard": 1} and 0 < len(keys) < 4
-    assert set(keys) <= {n.split(".")[0] for n in readable}
 
 
 def test_resized_crop_matches_torchvision_inside_the_crop():

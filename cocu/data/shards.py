@@ -3,7 +3,10 @@
 A shard is a plain tar whose members are `<key>.<ext>` (webdataset's convention, as img2dataset
 writes them): here `<key>.jpg` (or another image extension) and `<key>.txt` (the caption).
 Reading never crashes on a bad sample and never drops one silently: every skip is counted by
-reason in a `SkipCounter`, which the stages write to their metrics and MLflow runs.
+reason in a `SkipCounter`, which the stages write to their metrics and MLflow runs. Every reader
+(the manifest's index, embed, the teacher corpus, the training stream's `shard_images`) goes
+through one small tar reader, `read_tar`, and one rule for splitting members into samples,
+`iter_groups`: a tar that breaks is `corrupt_shard` for all of them alike.
 
 Keys and repeats:
 - a key must be a plain name (`is_valid_key`): no path separator, no control character (NUL
@@ -23,10 +26,9 @@ from __future__ import annotations
 import io
 import logging
 import re
-import tarfile
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,7 +103,7 @@ def key_problem(key: str) -> str | None:
         return "empty key"
     try:
         raw = key.encode("utf-8")
-    except UnicodeEncodeError:  # tarfile decodes undecodable name bytes to lone surrogates
+    except UnicodeEncodeError:  # the tar reader decodes undecodable name bytes to lone surrogates
         return "key is not UTF-8"
     if len(raw) > MAX_KEY_BYTES:
         return f"key longer than {MAX_KEY_BYTES} bytes"
@@ -214,36 +216,169 @@ def split_member(name: str) -> tuple[str, str]:
     return (f"{head}/{stem}" if head else stem), ext.lower() if dot else ""
 
 
+class ShardError(Exception):
+    """A tar that cannot be read to its end; `member`: the regular file whose data broke off
+    (None when a header broke)."""
+
+    def __init__(self, message: str, member: str | None = None) -> None:
+        super().__init__(message)
+        self.member = member
+
+
+def _octal(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:  # base-256 (GNU) for large values
+        return int.from_bytes(field[1:], "big")
+    return int(field.strip(b"\0 ") or b"0", 8)
+
+
+def _checksum_ok(header: bytes) -> bool:
+    """The header's checksum field equals the sum of its bytes (the checksum field read as spaces),
+    unsigned or, as some old tar programs wrote it, signed (Python's `tarfile` accepts both)."""
+    stored = _octal(header[148:156])
+    unsigned = sum(header[:148]) + 256 + sum(header[156:])
+    if stored == unsigned:
+        return True
+    signed = sum(b - 256 * (b > 127) for b in header[:148]) + 256 + sum(b - 256 * (b > 127) for b in header[156:])
+    return stored == signed
+
+
+def _text(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _pax_records(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    pos = 0
+    while pos < len(data) and data[pos:pos + 1] != b"\0":
+        length = int(data[pos:data.index(b" ", pos)])
+        record = data[data.index(b" ", pos) + 1: pos + length - 1]  # without the newline
+        key, _, value = record.partition(b"=")
+        yield key, value
+        pos += length
+
+
+def read_tar(path: Path | str, want: Callable[[str], bool]) -> Iterator[tuple[str, bytes | None]]:
+    """(name, data) of every regular file of a tar, in order; data is None where `want(name)` is
+    false (skipped unread). A minimal ustar / pax / GNU-longname reader: Python's `tarfile` (which
+    webdataset uses) spends ~10x longer per header, the bottleneck of reading at 64 px.
+
+    A bad header checksum, a truncated header or member, or a malformed field is a ShardError
+    (or ValueError) where the tar breaks; `tarfile` would end a stream there without a word.
+    """
+    pax_name = pax_size = long_name = None
+    with open(path, "rb", buffering=1 << 20) as f:
+        while True:
+            header = f.read(512)
+            if len(header) == 0 or header.count(0) == 512:
+                return  # end of archive (a zero block, or a file that ends after its last member)
+            if len(header) < 512:
+                raise ShardError(f"{path}: truncated header at byte {f.tell() - len(header)}")
+            if not _checksum_ok(header):
+                raise ShardError(f"{path}: bad header checksum at byte {f.tell() - 512}")
+            size = pax_size if pax_size is not None else _octal(header[124:136])
+            kind = header[156:157]
+            regular = kind in (b"0", b"\0", b"7")
+            if regular:
+                name = pax_name or long_name or _text(header[:100])
+                prefix = header[345:500].split(b"\0", 1)[0] if header[257:265] == b"ustar\x0000" else b""
+                if prefix and not (pax_name or long_name):
+                    name = _text(prefix) + "/" + name
+                pax_name = pax_size = long_name = None
+            if regular and not want(name):
+                f.seek(size + (-size % 512), 1)
+                yield name, None
+                continue
+            data = f.read(size)
+            if len(data) < size:
+                raise ShardError(f"{path}: truncated member at byte {f.tell() - len(data)}",
+                                 member=name if regular else None)
+            f.seek(-size % 512, 1)
+            if regular:
+                yield name, data
+            elif kind == b"x":  # pax extended header: "<len> <key>=<value>\n" records for the next member
+                pax_name, pax_size = None, None
+                for key, value in _pax_records(data):
+                    if key == b"path":
+                        pax_name = value.decode("utf-8", "surrogateescape")
+                    elif key == b"size":
+                        pax_size = int(value)
+            elif kind == b"L":  # GNU long name of the next member
+                long_name = _text(data)
+
+
+_BROKEN = (ShardError, OSError, ValueError)  # what `read_tar` raises where a tar breaks
+
+
+def iter_groups(path: Path | str, want: Callable[[str], bool] | None = None
+                ) -> Iterator[tuple[str, dict[str, bytes | None]]]:
+    """(key, {ext: bytes}) per sample of a shard: consecutive members sharing a key, until an
+    extension repeats (`a.jpg a.txt a.jpg a.txt` is two samples `a`, not one). Members whose name
+    `want` refuses are None (not read).
+
+    Raises where the tar breaks (`read_tar`). The sample in progress is yielded first unless the
+    break is inside one of its own members: a broken header or a member of the next sample ends it
+    (as Python's `tarfile`, which ends a stream at a broken header, keeps it too).
+    """
+    key, group = None, {}
+    try:
+        for name, data in read_tar(path, want or (lambda name: True)):
+            k, ext = split_member(name)
+            if k != key or ext in group:
+                if key is not None:
+                    yield key, group
+                key, group = k, {}
+            group[ext] = data
+    except _BROKEN as e:
+        member = getattr(e, "member", None)
+        k, ext = split_member(member) if member is not None else (None, "")
+        if key is not None and (member is None or k != key or ext in group):
+            yield key, group
+        raise
+    if key is not None:
+        yield key, group
+
+
 def _iter_groups(path: Path, counter: SkipCounter, label: str | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {ext: bytes}) per sample: consecutive members sharing a key, until an extension repeats
-    (`a.jpg a.txt a.jpg a.txt` is two samples `a`, not one); corrupt tars are counted under `label`
-    (default: the file name)."""
+    """`iter_groups` of a whole shard, counting an empty shard as `empty_shard` and a tar that
+    breaks as `corrupt_shard` under `label` (default: the file name); the samples read before the
+    break are kept."""
     label = label or path.name
     if path.stat().st_size == 0:
         counter.add("empty_shard", label)
         return
-    key, group, n = None, {}, 0
+    n = 0
     try:
-        with tarfile.open(path, "r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                k, ext = split_member(member.name)
-                if k != key or ext in group:
-                    if key is not None:
-                        n += 1
-                        yield key, group
-                    key, group = k, {}
-                f = tar.extractfile(member)
-                group[ext] = f.read() if f is not None else b""
-    except (tarfile.TarError, OSError, EOFError) as e:
+        for key, group in iter_groups(path):
+            n += 1
+            yield key, group  # type: ignore[misc]  # every member is read
+    except _BROKEN as e:
         counter.add("corrupt_shard", f"{label}: {e}")
-        return  # the group being read when the tar broke is incomplete: not yielded
-    if key is not None:
-        n += 1
-        yield key, group
+        return
     if n == 0:
         counter.add("empty_shard", label)
+
+
+def shard_images(path: Path | str, image_keys: Sequence[str],
+                 skipped: dict[str, int]) -> Iterator[tuple[str, bytes | None]]:
+    """(raw key, image bytes or None) per sample of a shard, the first of `image_keys` present; no
+    other member is read (the training stream's reader).
+
+    Samples split as `iter_groups` splits them, and only a key's first sample in the shard is
+    yielded (later ones are counted as `duplicate_key` in `skipped`): the one the manifest can
+    hold. A tar that breaks is counted as `corrupt_shard`; the samples before the break are kept
+    and the one being read is dropped, as `iter_samples` does.
+    """
+    wanted = set(image_keys)
+    seen: set[str] = set()
+    try:
+        for key, group in iter_groups(path, lambda name: split_member(name)[1] in wanted):
+            if key in seen:
+                skipped["duplicate_key"] = skipped.get("duplicate_key", 0) + 1
+                continue
+            seen.add(key)
+            yield key, next((group[e] for e in image_keys if e in group), None)
+    except _BROKEN as e:
+        skipped["corrupt_shard"] = skipped.get("corrupt_shard", 0) + 1
+        log.warning("stopped reading %s: %s", path, e)
 
 
 def iter_samples(

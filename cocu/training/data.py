@@ -1,8 +1,8 @@
 """The pre-training input pipeline: webdataset shards -> augmented, tokenised batches, resumable.
 
-Shards are the `pairs` stage's webdataset tars (`<key>.jpg` + `<key>.txt`), read by a small tar
-reader (`read_tar`: ustar, pax and GNU long names; webdataset's `tarfile`-based reader parses
-headers ~10x slower, which dominated at 64 px) and shuffled by webdataset's `shuffle` buffer.
+Shards are the `pairs` stage's webdataset tars (`<key>.jpg` + `<key>.txt`), read by the shard
+reader of `cocu.data.shards` (`shard_images`: only the image members are read) and shuffled by
+webdataset's `shuffle` buffer.
 Captions come from the manifest. Decoding and augmentation run in the DataLoader workers.
 Per-key data (keys, captions, shard of each row) is held in flat arrays, not Python objects
 (`cocu.training.flat`): forked workers share it instead of copying it.
@@ -63,9 +63,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_image
 
-from cocu.training.augment import NUM_UNIFORMS, augment, erase_boxes
 from cocu.config import DataConfig
-from cocu.data.shards import ShardRef, as_shard_ref, split_member
+from cocu.data.shards import ShardRef, as_shard_ref, shard_images
+from cocu.training.augment import NUM_UNIFORMS, augment, erase_boxes
 from cocu.training.flat import KeyIndex, StringTable, read_only
 
 log = logging.getLogger(__name__)
@@ -130,114 +130,6 @@ def check_workers(streams: int, workers: int) -> None:
         raise ValueError(f"data.workers ({workers}) cannot serve data.streams ({streams}): the worker count "
                          f"must be 0 or divide the stream count (e.g. data.workers: {fits}); changing "
                          f"data.streams changes the batch order, changing data.workers does not")
-
-
-# --------------------------------------------------------------------------------------------
-# shard reading
-
-
-class ShardError(Exception):
-    """A tar that cannot be read to its end."""
-
-
-def _octal(field: bytes) -> int:
-    if field[:1] and field[0] & 0x80:  # base-256 (GNU) for large values
-        return int.from_bytes(field[1:], "big")
-    return int(field.strip(b"\0 ") or b"0", 8)
-
-
-def read_tar(path: str, want: Callable[[str], bool]) -> Iterator[tuple[str, bytes | None]]:
-    """(name, data) of every regular file of a tar, in order; data is None where `want(name)` is
-    false (skipped unread). A minimal ustar / pax / GNU-longname reader: Python's `tarfile` (which
-    webdataset uses) spends ~10x longer per header, the bottleneck of the pipeline at 64 px."""
-    pax_name = pax_size = long_name = None
-    with open(path, "rb", buffering=1 << 20) as f:
-        while True:
-            header = f.read(512)
-            if len(header) < 512 or header.count(0) == 512:
-                return  # end of archive (a zero block, or a file without one)
-            if _octal(header[148:156]) != sum(header[:148]) + 256 + sum(header[156:]):
-                raise ShardError(f"{path}: bad header checksum at byte {f.tell() - 512}")
-            size = pax_size if pax_size is not None else _octal(header[124:136])
-            kind = header[156:157]
-            regular = kind in (b"0", b"\0", b"7")
-            if regular:
-                name = pax_name or long_name or _text(header[:100])
-                prefix = header[345:500].split(b"\0", 1)[0] if header[257:265] == b"ustar\x0000" else b""
-                if prefix and not (pax_name or long_name):
-                    name = _text(prefix) + "/" + name
-                pax_name = pax_size = long_name = None
-            if regular and not want(name):
-                f.seek(size + (-size % 512), 1)
-                yield name, None
-                continue
-            data = f.read(size)
-            if len(data) < size:
-                raise ShardError(f"{path}: truncated member at byte {f.tell() - len(data)}")
-            f.seek(-size % 512, 1)
-            if regular:
-                yield name, data
-            elif kind == b"x":  # pax extended header: "<len> <key>=<value>\n" records for the next member
-                pax_name, pax_size = None, None
-                for key, value in _pax_records(data):
-                    if key == b"path":
-                        pax_name = value.decode("utf-8", "surrogateescape")
-                    elif key == b"size":
-                        pax_size = int(value)
-            elif kind == b"L":  # GNU long name of the next member
-                long_name = _text(data)
-
-
-def _text(field: bytes) -> str:
-    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-
-
-def _pax_records(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    pos = 0
-    while pos < len(data) and data[pos:pos + 1] != b"\0":
-        length = int(data[pos:data.index(b" ", pos)])
-        record = data[data.index(b" ", pos) + 1: pos + length - 1]  # without the newline
-        key, _, value = record.partition(b"=")
-        yield key, value
-        pos += length
-
-
-def shard_images(path: str, image_keys: Sequence[str],
-                 skipped: dict[str, int]) -> Iterator[tuple[str, bytes | None]]:
-    """(key, image bytes or None) per sample of a shard, the first of `image_keys` present.
-
-    Samples split as `cocu.data.shards` splits them (a repeated member extension starts a new
-    sample), and only a key's first sample in the shard is yielded (later ones are counted as
-    `duplicate_key`): the one the manifest can hold. A tar that breaks is counted as
-    `corrupt_shard` in `skipped`; the samples before the break are kept and the one being read
-    is dropped (as `cocu.data.shards` does when indexing).
-    """
-    wanted = set(image_keys)
-    key, group, exts, seen = None, {}, set(), set()
-
-    def first(key: str, group: dict[str, bytes]) -> Iterator[tuple[str, bytes | None]]:
-        if key in seen:
-            skipped["duplicate_key"] = skipped.get("duplicate_key", 0) + 1
-            return
-        seen.add(key)
-        yield key, next((group[e] for e in image_keys if e in group), None)
-
-    try:
-        for name, data in read_tar(path, lambda n: split_member(n)[1] in wanted):
-            k, ext = split_member(name)
-            if k != key or ext in exts:
-                if key is not None:
-                    yield from first(key, group)
-                key, group, exts = k, {}, set()
-            exts.add(ext)
-            if data is not None:
-                group[ext] = data
-    except (ShardError, OSError, ValueError) as e:
-        skipped["corrupt_shard"] = skipped.get("corrupt_shard", 0) + 1
-        log.warning("stopped reading %s: %s", path, e)
-        return
-    if key is not None:
-        yield from first(key, group)
 
 
 def _column(manifest: pd.DataFrame | pa.Table, name: str) -> pa.ChunkedArray:

@@ -8,10 +8,8 @@ saturation jitter (off by default: in the synthetic world colour is part of clas
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch.nn.functional as F
 from cocu.config import ClipConfig, TeacherConfig
 from cocu.clip.model import image_norm, load_clip, save_weights
 from cocu.clip.quality import teacher_quality
+from cocu.tracking.run_info import write_json
 
 log = logging.getLogger(__name__)
 
@@ -245,15 +244,6 @@ def train_teacher(
                          timings={"train_seconds": train_s})
 
 
-def write_json(obj: Any, path: Path) -> None:
-    """Write json atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def headline(metrics: Mapping[str, Any], skipped: int) -> dict[str, float]:
     """The teacher stage's DVC metrics: pairs it trained on, samples skipped reading the corpus,
     final loss and zero-shot top-1 concept accuracy on the held-out split (when probed)."""
@@ -332,5 +322,5 @@ def run_teacher(
         result.metrics.update({f"holdout_{k}": v for k, v in q.items()})
     result.metrics["weights_sha256"] = save_weights(model, weights_out)
     result.timings["total_seconds"] = time.perf_counter() - t0
-    write_json({"metrics": result.metrics, "history": result.history, "losses": result.losses}, metrics_out)
+    write_json(metrics_out, {"metrics": result.metrics, "history": result.history, "losses": result.losses})
     return result

@@ -34,6 +34,7 @@ from braceexpand import braceexpand
 from cocu.config import ConfigError, PairsConfig, Params
 from cocu.data.benchmarks import benchmark_files, benchmark_root, check_roots_apart, real_active
 from cocu.data.shards import ShardRef, as_shard_ref, list_shards
+from cocu.tracking.run_info import write_json
 
 GLOB_CHARS = set("*?[")
 INPUT_FILES = ("pairs.json", "benchmarks.json", "clip.json")  # the files of `paths.inputs`
@@ -166,12 +167,8 @@ def files_fingerprint(root: Path, files: Iterable[Path]) -> dict[str, Any]:
 
 
 def write_fingerprint(path: Path | str, payload: Mapping[str, Any]) -> None:
-    """Deterministic JSON (sorted keys), written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Deterministic JSON (sorted keys, indent 1), written atomically."""
+    write_json(path, payload, indent=1)
 
 
 def read_fingerprint(path: Path | str) -> dict[str, Any]:

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json(path: Path | str, data: Any) -> None:
-    """Pretty, key-sorted JSON (stable diffs in git); NaN becomes null."""
+def write_json(path: Path | str, data: Any, indent: int = 2) -> None:
+    """Pretty, key-sorted JSON (stable diffs in git), written atomically (a temporary file renamed
+    over `path`); NaN becomes null, numpy scalars plain numbers."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_clean(data), indent=2, sort_keys=True) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_clean(data), indent=indent, sort_keys=True) + "\n")
     tmp.replace(path)
 
 

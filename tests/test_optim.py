@@ -9,9 +9,8 @@ import pytest
 
 from cocu.config import tiny_model_config
 from cocu.models.factory import build_model
-from cocu.training.optim import (
-    CosineSchedule, build_optimizer, build_schedule, param_groups, resolve_steps, scale_lr,
-)
+from cocu.schedule import CosineSchedule
+from cocu.training.optim import build_optimizer, build_schedule, param_groups, resolve_steps, scale_lr
 from tests.conftest import BASE_TRAIN
 
 

@@ -16,10 +16,10 @@ from cocu.clip.teacher import (
     QualityProbe,
     augment,
     decode_corpus,
-    lr_at,
     retrieval_accuracy,
     run_teacher,
     split_holdout,
+    teacher_schedule,
 )
 from cocu.data.shards import iter_samples
 from tests.test_clip_model import TINY, make_shards
@@ -51,11 +51,22 @@ def test_augment_identity_flip_and_determinism() -> None:
 
 
 def test_lr_schedule() -> None:
-    assert lr_at(0, 100, 10, 1.0) == pytest.approx(0.1)
-    assert lr_at(9, 100, 10, 1.0) == pytest.approx(1.0)
-    assert lr_at(10, 100, 10, 1.0) == pytest.approx(1.0)
-    assert lr_at(55, 100, 10, 1.0) == pytest.approx(0.5)
-    assert lr_at(100, 100, 10, 1.0) == pytest.approx(0.0, abs=1e-12)
+    """open_clip's warm-up (step s at lr (s + 1) / warmup) and cosine to 0, bit for bit."""
+    sched = teacher_schedule(replace(CFG, lr=1.0, warmup_steps=10), 100)
+    assert sched(0) == pytest.approx(0.1)
+    assert sched(9) == pytest.approx(1.0)
+    assert sched(10) == pytest.approx(1.0)
+    assert sched(55) == pytest.approx(0.5)
+    assert sched(100) == pytest.approx(0.0, abs=1e-12)
+    peak, warmup, total = 3e-4, 7, 50
+
+    def open_clip_lr(step: int) -> float:  # open_clip's `cosine_lr` (the teacher's former own copy)
+        if step < warmup:
+            return peak * (step + 1) / warmup
+        return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    sched = teacher_schedule(replace(CFG, lr=peak, warmup_steps=warmup), total)
+    assert [sched(s) for s in range(total + 3)] == [open_clip_lr(s) for s in range(total + 3)]
 
 
 def test_retrieval_accuracy_hand_built() -> None:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from cocu.config import ClipConfig, TeacherConfig
 from cocu.clip.model import image_norm, load_clip, save_weights
 from cocu.clip.quality import teacher_quality
+from cocu.schedule import CosineSchedule
 from cocu.tracking.run_info import write_json
 
 log = logging.getLogger(__name__)
@@ -123,12 +124,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warm-up to `peak`, then cosine to 0."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, progress)))
+def teacher_schedule(cfg: TeacherConfig, total_steps: int) -> CosineSchedule:
+    """open_clip's schedule: linear warm-up to `cfg.lr` (step s of the warm-up at lr (s + 1) /
+    warmup_steps), then cosine to 0 at `total_steps`."""
+    return CosineSchedule(base_lr=cfg.lr, warmup_lr=0.0, min_lr=0.0, warmup_steps=cfg.warmup_steps,
+                          total_steps=total_steps, warmup_offset=1)
 
 
 @torch.inference_mode()
@@ -196,6 +196,7 @@ def train_teacher(
     steps_per_epoch = len(train_idx) // bs
     total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2), eps=1e-6)
+    schedule = teacher_schedule(cfg, total)
     loss_fn = open_clip.ClipLoss()
     losses: list[float] = []
     history: list[dict[str, float]] = []
@@ -208,7 +209,7 @@ def train_teacher(
                 break
             rows = perm[b * bs : (b + 1) * bs]
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, cfg.warmup_steps, cfg.lr)
+                group["lr"] = schedule(step)
             x = _normalize_float(augment(corpus.images[rows], cfg, g), mean, std)
             img_f, txt_f, scale = model(x, tokens[rows])[:3]
             loss = loss_fn(img_f, txt_f, scale)

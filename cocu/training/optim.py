@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from cocu.config import TrainConfig
+from cocu.schedule import CosineSchedule
 
 # Parameters without weight decay besides 1-D ones (biases, LayerNorm/BatchNorm affine, the
 # scalar logit scales): the position embeddings and the learnable group tokens, which play the
@@ -39,25 +39,6 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float, fused: bool =
 def scale_lr(lr: float, total_batch: int, reference_batch: int = 4096) -> float:
     """Linear scaling rule: lr x total_batch / reference_batch (GroupViT: 1.6e-3 at 4096)."""
     return lr * total_batch / reference_batch
-
-
-@dataclass(frozen=True)
-class CosineSchedule:
-    """lr(step) for optimizer steps 0..total_steps: linear warmup_lr -> base_lr over warmup_steps,
-    then half a cosine from base_lr down to min_lr at step total_steps."""
-
-    base_lr: float
-    warmup_lr: float
-    min_lr: float
-    warmup_steps: int
-    total_steps: int
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return self.warmup_lr + (self.base_lr - self.warmup_lr) * step / self.warmup_steps
-        span = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
 def total_batch(cfg: TrainConfig, world_size: int) -> int:

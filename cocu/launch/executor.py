@@ -103,12 +103,6 @@ class InProcessExecutor:
         return [self.submit(fn, *args) for args in zip(*iterables)]
 
 
-def _opt(cfg: LauncherConfig, key: str, default: Any) -> Any:
-    """A launcher field proposed for LauncherConfig but not in it yet (tasks_per_node, constraint,
-    setup, array_parallelism): its value when present, else `default`."""
-    return getattr(cfg, key, default)
-
-
 def job_folder(cfg: LauncherConfig, name: str, folder: Path | str | None = None) -> Path:
     """Where submitit writes one stage's jobs: `folder` or `<launcher.folder>/<name>`."""
     return Path(folder) if folder is not None else Path(cfg.folder) / name
@@ -126,7 +120,7 @@ def executor_parameters(cfg: LauncherConfig, name: str, shard: bool = False) -> 
                           f"{SIGNAL_MARGIN_S} ({cfg.signal_delay_s + SIGNAL_MARGIN_S} s), or USR2 arrives "
                           "as the job starts and kills it")
     nodes, gpus = (1, min(cfg.gpus_per_node, 1)) if shard else (cfg.nodes, cfg.gpus_per_node)
-    tasks = 1 if shard else (_opt(cfg, "tasks_per_node", None) or max(1, gpus))
+    tasks = 1 if shard else max(1, gpus)
     extra: dict[str, Any] = {"requeue": True}  # a pre-empted job goes back in the queue
     extra.update({k: (True if v == "" else v) for k, v in cfg.extra_sbatch.items()})
     params: dict[str, Any] = {
@@ -143,12 +137,6 @@ def executor_parameters(cfg: LauncherConfig, name: str, shard: bool = False) -> 
         params["gpus_per_node"] = gpus
     if cfg.partition:
         params["slurm_partition"] = cfg.partition
-    if _opt(cfg, "constraint", None):
-        params["slurm_constraint"] = cfg.constraint  # type: ignore[attr-defined]
-    if _opt(cfg, "setup", ()):
-        params["slurm_setup"] = list(cfg.setup)  # type: ignore[attr-defined]
-    if _opt(cfg, "array_parallelism", None):
-        params["slurm_array_parallelism"] = cfg.array_parallelism  # type: ignore[attr-defined]
     return params
 
 

@@ -122,11 +122,39 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class StageLaunch:
+    """How one stage whose work grows with N is split into jobs (a SLURM job array), and what one
+    of those jobs asks for. The outputs never depend on `tasks`: only how the work is spread."""
+
+    tasks: int = 1  # array tasks the stage's units of work are dealt to (contiguous runs, in order)
+    gpus: int = 0  # GPUs per task: 0 or 1 (each task uses one device)
+    cpus_per_task: int = 2
+    mem_gb: int = 8
+    timeout_min: int = 60
+    partition: Optional[str] = None  # None: launcher.partition
+
+
+@dataclass(frozen=True)
+class StageLaunches:
+    """`launcher.stages`: one entry per scaled-out stage (the unit of work in brackets)."""
+
+    pairs: StageLaunch = field(default_factory=StageLaunch)  # validation (shard files)
+    embed: StageLaunch = field(default_factory=StageLaunch)  # CLIP embedding (shard files, resumable)
+    index: StageLaunch = field(default_factory=StageLaunch)  # neighbour queries (row ranges); training: 1 job
+    curate: StageLaunch = field(default_factory=StageLaunch)  # archives (curation shards, resumable)
+    evaluate: StageLaunch = field(default_factory=StageLaunch)  # zero-shot segmentation (benchmarks)
+
+
+@dataclass(frozen=True)
 class LauncherConfig:
+    """Where jobs run. The top-level resources are those of the pre-training job (multi-node
+    DDP); `stages` says how each N-sized stage is split into array tasks."""
+
     cluster: Literal["local", "debug", "slurm"]
     partition: Optional[str] = None
     nodes: int = 1
     gpus_per_node: int = 0
+    tasks_per_node: Optional[int] = None  # None: one per GPU (1 on CPU); e.g. 2 for 2-rank CPU DDP
     cpus_per_task: int = 2
     mem_gb: int = 8
     timeout_min: int = 60
@@ -134,6 +162,8 @@ class LauncherConfig:
     max_requeues: int = 3
     folder: str = "logs/submitit"
     extra_sbatch: dict[str, str] = field(default_factory=dict)
+    array_parallelism: int = 64  # at most this many tasks of one array run at once
+    stages: StageLaunches = field(default_factory=StageLaunches)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,326 @@
+"""Scale-out without a cluster: every N-sized stage split into 1, 2, 4 ... tasks (in-process, and
+through submitit's debug executor) writes the same outputs as one task; resumable units are kept
+across failures and redone only when unfinished. The same splits on a real SLURM are in
+tests/test_slurm.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cocu.config import ConfigError, LauncherConfig, StageLaunch, StageLaunches
+from cocu.data import manifest
+from cocu.data.pairs import partial_dir, validate_shards
+from cocu.data.shards import RawSample, SkipCounter, encode_jpeg, write_shards
+from cocu.launch.executor import deal, sbatch_script, stage_launcher
+
+
+def launcher(cluster: str = "local", **tasks: int) -> LauncherConfig:
+    """A launcher whose stages ask for `tasks[stage]` array tasks (default 1)."""
+    stages = StageLaunches(**{s: StageLaunch(tasks=n) for s, n in tasks.items()})
+    return LauncherConfig(cluster=cluster, stages=stages)
+
+
+# ----------------------------------------------------------------------------------------------
+# dealing units to tasks, per-stage resources
+
+
+def test_deal_is_contiguous_balanced_and_never_empty() -> None:
+    assert deal(5, 2) == [range(0, 2), range(2, 5)]
+    assert deal(3, 4) == [range(0, 1), range(1, 2), range(2, 3)]
+    assert deal(0, 4) == []
+    for n in range(0, 30):
+        for t in range(1, 8):
+            runs = deal(n, t)
+            assert [i for r in runs for i in r] == list(range(n))
+            assert all(len(r) > 0 for r in runs) and len(runs) == min(n, t)
+            assert max(map(len, runs), default=0) - min(map(len, runs), default=0) <= 1
+    with pytest.raises(ValueError):
+        deal(3, 0)
+
+
+def test_stage_launcher_takes_the_stage_resources() -> None:
+    base = LauncherConfig(cluster="slurm", partition="gpu", nodes=4, gpus_per_node=4, cpus_per_task=10, mem_gb=256,
+                          timeout_min=2880, stages=StageLaunches(
+                              pairs=StageLaunch(tasks=64, gpus=0, cpus_per_task=8, mem_gb=16, timeout_min=120,
+                                                partition="cpu"),
+                              embed=StageLaunch(tasks=16, gpus=1, cpus_per_task=10, mem_gb=64, timeout_min=240)))
+    pairs = stage_launcher(base, "pairs")
+    assert (pairs.nodes, pairs.gpus_per_node, pairs.cpus_per_task, pairs.mem_gb, pairs.timeout_min, pairs.partition) \
+        == (1, 0, 8, 16, 120, "cpu")
+    embed = stage_launcher(base, "embed")
+    assert (embed.gpus_per_node, embed.partition) == (1, "gpu")  # partition null: launcher.partition
+    script = sbatch_script(embed, "embed", shard=True, array=16)
+    for line in ("#SBATCH --array=0-15%16", "#SBATCH --gpus-per-node=1", "#SBATCH --nodes=1",
+                 "#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task=10", "#SBATCH --mem=64GB",
+                 "#SBATCH --partition=gpu", "#SBATCH --time=240"):
+        assert line in script.splitlines(), f"{line!r} missing from\n{script}"
+    script = sbatch_script(dataclasses.replace(pairs, array_parallelism=8), "pairs", shard=True, array=64)
+    assert "#SBATCH --array=0-63%8" in script.splitlines() and "gpus-per-node" not in script
+
+
+@pytest.mark.parametrize("bad, key", [(StageLaunch(tasks=0), "tasks"), (StageLaunch(gpus=2), "gpus"),
+                                      (StageLaunch(mem_gb=0), "mem_gb")])
+def test_bad_stage_resources_name_the_key(bad: StageLaunch, key: str) -> None:
+    cfg = LauncherConfig(cluster="local", stages=StageLaunches(curate=bad))
+    with pytest.raises(ConfigError, match=rf"launcher\.stages\.curate\.{key}"):
+        stage_launcher(cfg, "curate")
+
+
+# ----------------------------------------------------------------------------------------------
+# pairs: validation as an array
+
+
+def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _sample(key: str, seed: int, caption: str | None = None) -> list[tuple[str, bytes]]:
+    rng = np.random.default_rng(seed)
+    image = encode_jpeg(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), 90)
+    return [(f"{key}.jpg", image), (f"{key}.txt", (caption or f"a photo of thing {seed}").encode())]
+
+
+def messy_shards(folder: Path) -> list[Path]:
+    """Seven shards with every kind of bad sample, and keys repeated within and across shards."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ok = lambda lo, hi: [m for i in range(lo, hi) for m in _sample(f"k{i:04d}", i)]  # noqa: E731
+    bad_jpeg = _sample("k0100", 100)[0][1][:50]
+    shards = [
+        _tar(folder / "000000.tar", ok(0, 5)),
+        _tar(folder / "000001.tar", ok(5, 7) + [("k0100.jpg", bad_jpeg), ("k0100.txt", b"cut")]
+             + [("k0101.jpg", _sample("k0101", 101)[0][1])] + ok(7, 9)),  # truncated image, missing caption
+        folder / "000002.tar",  # empty
+        _tar(folder / "000003.tar", _sample("k0002", 333) + ok(9, 12)),  # a key of shard 0 again
+        folder / "000004.tar",  # corrupt: the first half of a tar
+        _tar(folder / "000005.tar", ok(12, 15) + _sample("k0013", 444) + ok(15, 16)),  # repeated in the shard
+        _tar(folder / "000006.tar", [("k0102.txt", b"no image")] + ok(16, 18) + _sample("k0007", 555)),
+    ]
+    shards[2].write_bytes(b"")
+    full = _tar(folder / "tmp.tar", ok(30, 34))
+    with tarfile.open(full) as tar:
+        cut = tar.getmembers()[4].offset_data + 10  # inside the image of the third sample
+    shards[4].write_bytes(full.read_bytes()[:cut])
+    full.unlink()
+    return shards
+
+
+@pytest.mark.parametrize("tasks", [1, 2, 3, 4, 7, 10])
+def test_pairs_validation_array_equals_one_serial_pass(tmp_path: Path, tasks: int) -> None:
+    shards = messy_shards(tmp_path / "shards")
+    serial_counter = SkipCounter()
+    serial = manifest.index_shards(shards, serial_counter)
+    counter = SkipCounter()
+    from cocu.config import PairsConfig
+
+    frame = validate_shards(shards, PairsConfig(source="webdataset"), counter, launcher(pairs=tasks), "pairs",
+                            tmp_path / "manifest.parquet")
+    pd.testing.assert_frame_equal(frame, serial)
+    assert counter.as_dict() == serial_counter.as_dict()
+    assert counter.as_dict()["duplicate_key"] == 3 and counter.total_samples == 6
+    assert counter.as_dict()["empty_shard"] == counter.as_dict()["corrupt_shard"] == 1
+    assert not partial_dir(tmp_path / "manifest.parquet").exists()  # parts removed once joined
+    manifest.write_manifest(frame, tmp_path / "a.parquet")
+    manifest.write_manifest(serial, tmp_path / "b.parquet")
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+def test_pairs_validation_through_submitit(tmp_path: Path) -> None:
+    """The debug executor pickles each element and its result, as a SLURM array does."""
+    from cocu.config import PairsConfig
+
+    shards = messy_shards(tmp_path / "shards")
+    serial_counter = SkipCounter()
+    serial = manifest.index_shards(shards, serial_counter)
+    counter = SkipCounter()
+    cfg = dataclasses.replace(launcher("debug", pairs=3), folder=str(tmp_path / "jobs"))
+    frame = validate_shards(shards, PairsConfig(source="webdataset"), counter, cfg, "pairs", tmp_path / "m.parquet")
+    pd.testing.assert_frame_equal(frame, serial)
+    assert counter.as_dict() == serial_counter.as_dict()
+
+
+# ----------------------------------------------------------------------------------------------
+# embed: units, tasks, resume
+
+
+def test_plan_units_one_file_each_empty_files_join_the_next() -> None:
+    from cocu.clip.embed import ManifestMismatch, plan_units
+
+    column = ["a.tar"] * 3 + ["c.tar"] * 2 + ["e.tar"]
+    units = plan_units(column, ["d/a.tar", "d/b.tar", "d/c.tar", "d/e.tar", "d/f.tar"])
+    assert [(u.shards, u.lo, u.hi) for u in units] == [
+        (("d/a.tar",), 0, 3), (("d/b.tar", "d/c.tar"), 3, 5), (("d/e.tar", "d/f.tar"), 5, 6)]
+    # two sources whose files share a name, one after the other: rows cannot be told apart, one unit
+    units = plan_units(["00000.tar"] * 4, ["cc3m/00000.tar", "cc12m/00000.tar"])
+    assert [(u.shards, u.lo, u.hi) for u in units] == [(("cc3m/00000.tar", "cc12m/00000.tar"), 0, 4)]
+    assert [(u.shards, u.lo, u.hi) for u in plan_units([], ["x.tar"])] == [(("x.tar",), 0, 0)]
+    with pytest.raises(ManifestMismatch, match="rows 3-4 come from shard 'b.tar'"):
+        plan_units(["a.tar"] * 3 + ["b.tar"] * 2, ["a.tar", "c.tar"])
+
+
+@pytest.fixture(scope="module")
+def embed_corpus_inputs(tmp_path_factory: pytest.TempPathFactory):
+    """A messy corpus (bad samples, repeated keys, empty and corrupt shards), its manifest and a
+    tiny CLIP weights file."""
+    from cocu.clip.config import EmbedConfig
+    from cocu.clip.jobs import EmbedInputs
+    from cocu.clip.model import build_tiny_clip, save_weights
+    from tests.test_clip_model import TINY
+
+    import torch
+
+    tmp = tmp_path_factory.mktemp("embed")
+    shards = messy_shards(tmp / "shards")
+    frame = manifest.index_shards(shards, SkipCounter())
+    manifest.write_manifest(frame, tmp / "manifest.parquet")
+    torch.manual_seed(0)
+    save_weights(build_tiny_clip(TINY), tmp / "clip.pt")
+
+    def inputs(out: Path, batch_size: int = 3) -> EmbedInputs:
+        return EmbedInputs(manifest=tmp / "manifest.parquet", shards=tuple(shards), weights=tmp / "clip.pt",
+                           clip=TINY, embed=EmbedConfig(batch_size=batch_size), image_keys=("jpg",), caption_key="txt",
+                           concepts=("red", "thing"), image_out=out / "images.npy", text_out=out / "captions.npy",
+                           concept_out=out / "concepts.npy", names_out=out / "concepts.txt")
+
+    return tmp, frame, inputs
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_embed_in_1_2_4_tasks_writes_the_same_bytes(embed_corpus_inputs, tmp_path: Path) -> None:
+    import torch
+
+    from cocu.clip.embed import embed_pairs
+    from cocu.clip.jobs import embed_corpus
+    from cocu.clip.model import load_clip
+    from cocu.data.shards import iter_samples
+
+    tmp, frame, inputs = embed_corpus_inputs
+    stats = {}
+    for tasks in (1, 2, 4):
+        stats[tasks] = embed_corpus(inputs(tmp_path / f"t{tasks}"), launcher(embed=tasks))
+        assert not (tmp_path / f"t{tasks}" / "images.partial").exists()  # removed once the arrays are written
+    assert _outputs(tmp_path / "t1") == _outputs(tmp_path / "t2") == _outputs(tmp_path / "t4")
+    assert [stats[t]["tasks"] for t in (1, 2, 4)] == [1, 2, 4] and stats[1]["units"] == 6
+    for key in ("rows", "duplicates_skipped", *(k for k in stats[1] if k.startswith("skipped/"))):
+        assert stats[1][key] == stats[2][key] == stats[4][key], key
+    assert stats[1]["rows"] == len(frame) and stats[1]["duplicates_skipped"] == 3
+    assert stats[1]["skipped/empty_shard"] == 1 and stats[1]["skipped/corrupt_shard"] == 1
+    # the rows are those of one pass over all shards
+    model, _, pre, tok, _ = load_clip(inputs(tmp_path).clip, tmp / "clip.pt")
+    embed_pairs(model, pre, tok, iter_samples(list(inputs(tmp_path).shards)), list(frame["key"]),
+                tmp_path / "one.npy", tmp_path / "one_t.npy", 3, torch.device("cpu"))
+    np.testing.assert_array_equal(np.load(tmp_path / "t2" / "images.npy"), np.load(tmp_path / "one.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "t2" / "captions.npy"), np.load(tmp_path / "one_t.npy"))
+
+
+def _unit_starts(frame: pd.DataFrame, shards) -> list[int]:
+    from cocu.clip.embed import plan_units
+
+    return [u.lo for u in plan_units(frame["shard"], shards)]
+
+
+@pytest.mark.slow
+def test_embed_failure_keeps_finished_units_and_a_rerun_redoes_only_the_rest(
+        embed_corpus_inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cocu.clip.embed as embed_lib
+    from cocu.clip.jobs import embed_corpus
+
+    tmp, frame, inputs = embed_corpus_inputs
+    starts = _unit_starts(frame, inputs(tmp_path).shards)
+    assert len(starts) == 6
+    reference = tmp_path / "ref"
+    embed_corpus(inputs(reference), launcher(embed=2))
+    real = embed_lib.embed_rows
+    calls: list[int] = []
+
+    def embed_rows(*args, first_row: int = 0, fail_at: int | None = None, **kwargs):
+        calls.append(first_row)
+        if first_row == fail_at:
+            raise RuntimeError("node lost")
+        return real(*args, first_row=first_row, **kwargs)
+
+    monkeypatch.setattr(embed_lib, "embed_rows", lambda *a, **k: embed_rows(*a, fail_at=starts[2], **k))
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="node lost"):
+        embed_corpus(inputs(out), launcher(embed=1))
+    work = out / "images.partial"
+    assert sorted(p.name for p in work.glob("unit-*.json")) == ["unit-00000.json", "unit-00001.json"]  # kept
+    assert not (out / "images.npy").exists()
+    calls.clear()
+    monkeypatch.setattr(embed_lib, "embed_rows", embed_rows)
+    stats = embed_corpus(inputs(out), launcher(embed=2))
+    assert stats["units_reused"] == 2 and sorted(calls) == starts[2:]  # only the unfinished units
+    assert _outputs(out) == _outputs(reference)
+    assert stats["skipped/truncated_image"] == 1 and stats["duplicates_skipped"] == 3  # resumed units counted
+
+
+@pytest.mark.slow
+def test_embed_partial_work_of_other_inputs_is_superseded(embed_corpus_inputs, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import cocu.clip.embed as embed_lib
+    from cocu.clip.embed import EmbedUnit, EmbedWork
+    from cocu.clip.jobs import embed_corpus
+
+    tmp, frame, inputs = embed_corpus_inputs
+    third = _unit_starts(frame, inputs(tmp_path).shards)[2]
+    out = tmp_path / "run"
+    real = embed_lib.embed_rows
+
+    def failing(*args, first_row: int = 0, **kwargs):
+        if first_row >= third:
+            raise RuntimeError("pre-empted")
+        return real(*args, first_row=first_row, **kwargs)
+
+    monkeypatch.setattr(embed_lib, "embed_rows", failing)
+    with pytest.raises(RuntimeError):
+        embed_corpus(inputs(out, batch_size=3), launcher())
+    assert len(list((out / "images.partial").glob("unit-*.json"))) == 2
+    monkeypatch.setattr(embed_lib, "embed_rows", real)
+    stats = embed_corpus(inputs(out, batch_size=4), launcher())  # other settings: a different fingerprint
+    assert stats["units_reused"] == 0
+    # a unit file cut short (a killed copy on a shared filesystem) is not finished
+    work = EmbedWork(tmp_path / "w")
+    unit = EmbedUnit(0, ("a.tar",), 0, 2)
+    work.prepare("f")
+    work.commit(unit, np.zeros((2, 4), np.float16), np.ones((2, 4), np.float16), {"seconds": 0})
+    assert work.marker(unit) is not None
+    path = work.folder / "unit-00000.captions.npy"
+    path.write_bytes(path.read_bytes()[:-2])
+    assert work.marker(unit) is None
+    assert work.prepare("f") == 0 and work.prepare("g") == 3  # same fingerprint kept; another: removed
+
+
+def test_embed_markers_record_every_unit(embed_corpus_inputs, tmp_path: Path) -> None:
+    """The markers carry the per-unit counts the final metrics add up (read before the folder goes)."""
+    from cocu.clip.embed import EmbedWork, plan_units
+    from cocu.clip.jobs import embed_units_job
+
+    tmp, frame, inputs = embed_corpus_inputs
+    ins = inputs(tmp_path / "o")
+    units = plan_units(frame["shard"], ins.shards)
+    work = EmbedWork.beside(ins.image_out)
+    work.prepare("x")
+    assert embed_units_job(ins, work.folder, units[1:3]) == [1, 2]
+    assert embed_units_job(ins, work.folder, units[1:4]) == [3]  # 1 and 2 are finished
+    marker = json.loads((work.folder / "unit-00001.json").read_text())
+    assert marker["skipped"]["truncated_image"] == 1 and marker["skipped"]["missing_caption"] == 1
+    assert marker["lo"] == 5 and marker["hi"] == 9 and marker["shards"] == ["000001.tar"]
+    marker = json.loads((work.folder / "unit-00002.json").read_text())  # the empty shard joins the next
+    assert marker["shards"] == ["000002.tar", "000003.tar"] and marker["skipped"]["empty_shard"] == 1
+    assert marker["duplicates"] == 1

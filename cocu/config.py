@@ -60,7 +60,7 @@ class PathsConfig:
     concept_embeddings: str  # [V, D] float16 .npy of "a photo of a {c}"
     concept_names: str  # V lines, the concepts in the row order of concept_embeddings
     embed_metrics: str
-    index: str  # faiss index file
+    index: str  # folder: what the index stage trains once (faiss index, or the exact search's row order)
     neighbours: str  # [N, L] int64 .npy (-1: no neighbour)
     neighbour_sims: str  # [N, L] float32 .npy
     index_metrics: str

@@ -21,7 +21,7 @@ log = logging.getLogger("embed")
 def main(params_file: Path) -> None:
     params = load_params(params_file)
     stats = embed_corpus(embed_inputs(params), params.launcher)
-    write_json(params.paths.embed_metrics, stats)
+    write_json(params.paths.embed_metrics, {k: v for k, v in stats.items() if k not in ("tasks", "units_reused")})
     with start_run(params, stage="embed") as run:
         run.log_metrics({k: v for k, v in stats.items() if isinstance(v, (int, float))})
         run.set_tags({"clip_weights_sha256": stats["weights_sha256"]})

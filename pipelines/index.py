@@ -1,16 +1,16 @@
-"""DVC stage `index`: the L nearest images of every image by CLIP embedding (inner product),
-from a faiss index (`index.type`: flat = exact, ivf, hnsw) with batched search. For approximate
-indexes, recall@L against exact search on a sample is measured and logged."""
+"""DVC stage `index`: the L nearest images of every image by CLIP embedding (inner product).
+
+Trained once, in one job: the exact search's row order (`index.type: flat`) or a faiss index
+(ivf, ivfpq, hnsw) holding every row, written to `paths.index`, which the query tasks read. The
+queries then run as `launcher.stages.index.tasks` array tasks over row ranges, joined in row order.
+For approximate indexes, recall@L against exact search on a sample is measured and logged."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import faiss
-import numpy as np
-
-from cocu.concepts.retrieval import search_neighbours
+from cocu.concepts.retrieval import run_index
 from cocu.config import load_params
 from cocu.stage import run_stage
 from cocu.tracking import start_run
@@ -21,22 +21,10 @@ log = logging.getLogger("index")
 
 def main(params_file: Path) -> None:
     params = load_params(params_file)
-    paths, cfg = params.paths, params.index
-    emb = np.load(paths.image_embeddings, mmap_mode="r")  # [N, D] float16, unit norm
-    found = search_neighbours(emb, cfg)
-    Path(paths.neighbours).parent.mkdir(parents=True, exist_ok=True)
-    np.save(paths.neighbours, found.ids)
-    np.save(paths.neighbour_sims, found.sims)
-    index = found.index
-    if index is None:  # exact search ran as a blocked matrix multiply; keep the equivalent faiss index
-        index = faiss.IndexFlatIP(emb.shape[1])
-        index.add(np.ascontiguousarray(emb, dtype=np.float32))
-    faiss.write_index(index, paths.index)
-    self_first = float(np.mean(found.ids[:, 0] == np.arange(len(emb))))
-    metrics = {"num_images": len(emb), "num_neighbours": cfg.num_neighbours, "type": cfg.type,
-               "recall_at_l": found.recall, "missing": found.missing, "self_is_first": self_first,
-               "mean_similarity": float(found.sims[:, 1:].mean()) if cfg.num_neighbours > 1 else None}
-    write_json(paths.index_metrics, metrics)
+    paths = params.paths
+    metrics = run_index(paths.image_embeddings, params.index, params.launcher, paths.index, paths.neighbours,
+                        paths.neighbour_sims)
+    write_json(paths.index_metrics, {k: v for k, v in metrics.items() if k != "tasks"})  # outputs: not the split
     with start_run(params, stage="index") as run:
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None})
     log.info("index: %s", metrics)

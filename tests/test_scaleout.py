@@ -324,3 +324,103 @@ def test_embed_markers_record_every_unit(embed_corpus_inputs, tmp_path: Path) ->
     marker = json.loads((work.folder / "unit-00002.json").read_text())  # the empty shard joins the next
     assert marker["shards"] == ["000002.tar", "000003.tar"] and marker["skipped"]["empty_shard"] == 1
     assert marker["duplicates"] == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# index: train once, queries as an array
+
+
+def _clustered(n: int, d: int = 16, centres: int = 12, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, d))
+    x = c[rng.integers(0, centres, n)] + 0.4 * rng.standard_normal((n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+
+
+@pytest.mark.parametrize("tasks", [2, 3, 4, 7])
+def test_blocked_self_search_split_over_tasks_equals_the_whole(tasks: int) -> None:
+    from cocu.concepts.retrieval import exact_knn, exact_self_knn, self_knn_blocks, self_knn_order
+
+    emb = _clustered(600)
+    whole_ids, whole_sims = exact_self_knn(emb, 8, block_size=37, seed=0)
+    order = self_knn_order(emb, 8, 37, seed=0)
+    ids, sims = np.full_like(whole_ids, -7), np.full_like(whole_sims, np.nan)
+    for run in deal(-(-600 // 37), tasks):
+        rows, i, s = self_knn_blocks(emb, 8, 37, order, run)
+        ids[rows], sims[rows] = i, s
+    np.testing.assert_array_equal(ids, whole_ids)
+    np.testing.assert_array_equal(sims, whole_sims)  # bit for bit: the same products
+    want, _ = exact_knn(emb, emb, 8)
+    np.testing.assert_array_equal(ids, want)
+
+
+@pytest.fixture(scope="module")
+def index_embeddings(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("index") / "images.npy"
+    np.save(path, _clustered(700, d=16))
+    return path
+
+
+def _run_index(emb: Path, out: Path, cfg, tasks: int, cluster: str = "local") -> dict:
+    from cocu.concepts.retrieval import run_index
+
+    lc = dataclasses.replace(launcher(cluster, index=tasks), folder=str(out / "jobs"))
+    return run_index(emb, cfg, lc, out / "trained", out / "neighbours.npy", out / "similarities.npy")
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq", "hnsw"])
+def test_index_in_1_2_4_tasks_writes_the_same_arrays(index_embeddings: Path, tmp_path: Path, kind: str) -> None:
+    from cocu.concepts.config import IndexConfig
+    from cocu.concepts.retrieval import search_neighbours
+
+    cfg = IndexConfig(type=kind, num_neighbours=6, nlist=16, nprobe=2, train_size=700, block_size=64, batch_size=50,
+                      recall_sample=100, pq_m=4, hnsw_m=8, ef_search=16)
+    metrics = {t: _run_index(index_embeddings, tmp_path / f"t{t}", cfg, t) for t in (1, 2, 4)}
+    files = {t: {n: (tmp_path / f"t{t}" / n).read_bytes() for n in ("neighbours.npy", "similarities.npy")}
+             for t in (1, 2, 4)}
+    assert files[1] == files[2] == files[4]
+    assert [metrics[t]["tasks"] for t in (1, 2, 4)] == [1, 2, 4]
+    assert {k: v for k, v in metrics[1].items() if k != "tasks"} == {k: v for k, v in metrics[4].items() if k != "tasks"}
+    trained = sorted(p.name for p in (tmp_path / "t1" / "trained").iterdir())
+    assert trained == (["meta.json", "order.npy"] if kind == "flat" else ["index.faiss", "meta.json"])
+    assert not (tmp_path / "t1" / "neighbours.partial").exists()
+    # the same neighbours as one process computing everything
+    whole = search_neighbours(np.load(index_embeddings), cfg)
+    np.testing.assert_array_equal(np.load(tmp_path / "t2" / "neighbours.npy"), whole.ids)
+    np.testing.assert_array_equal(np.load(tmp_path / "t2" / "similarities.npy"), whole.sims)
+    assert metrics[1]["recall_at_l"] == whole.recall
+
+
+def test_query_tasks_read_the_trained_index(index_embeddings: Path, tmp_path: Path) -> None:
+    """The file `index` writes is the one the query tasks search: training happens once."""
+    import faiss
+
+    from cocu.concepts.config import IndexConfig
+    from cocu.concepts.retrieval import query_positions, train_index
+
+    emb = np.load(index_embeddings)
+    cfg = IndexConfig(type="ivf", num_neighbours=4, nlist=8, nprobe=8, train_size=700, batch_size=64, recall_sample=0)
+    train_index(emb, cfg, tmp_path)
+    _, ids, _ = query_positions(emb, cfg, tmp_path, 0, 64)
+    index = faiss.read_index(str(tmp_path / "index.faiss"))
+    assert index.ntotal == 700 and index.is_trained
+    index.reset()  # the same trained quantiser, no vectors: a query task finds nothing
+    faiss.write_index(index, str(tmp_path / "index.faiss"))
+    _, empty, _ = query_positions(emb, cfg, tmp_path, 0, 64)
+    assert (ids[:, 0] == np.arange(64)).all() and (empty == -1).all()
+
+
+def test_ivfpq_exact_re_rank_raises_recall(index_embeddings: Path) -> None:
+    from cocu.concepts.config import IndexConfig
+    from cocu.concepts.retrieval import exact_knn, search_neighbours
+
+    emb = np.load(index_embeddings)
+    base = IndexConfig(type="ivfpq", num_neighbours=8, nlist=8, nprobe=8, train_size=700, pq_m=2, recall_sample=700)
+    codes = search_neighbours(emb, dataclasses.replace(base, refine=0))
+    refined = search_neighbours(emb, dataclasses.replace(base, refine=8))
+    assert refined.recall > codes.recall + 0.1
+    exact_sims = np.einsum("nd,nkd->nk", emb.astype(np.float32), emb[refined.ids].astype(np.float32))
+    np.testing.assert_allclose(refined.sims, exact_sims, rtol=1e-5)  # re-ranked similarities are exact
+    want, _ = exact_knn(emb, emb, 8)
+    assert refined.recall == pytest.approx(float(np.mean([len(set(a) & set(b)) / 8 for a, b in
+                                                           zip(refined.ids, want)])))

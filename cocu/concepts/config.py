@@ -22,14 +22,17 @@ class VocabularyConfig:
 class IndexConfig:
     """Image->image neighbour search (method.md §2; the `index` stage)."""
 
-    type: Literal["flat", "ivf", "hnsw"] = "flat"  # flat = exact inner product (the reference)
+    type: Literal["flat", "ivf", "ivfpq", "hnsw"] = "flat"  # flat = exact inner product (the reference)
     num_neighbours: int = 8  # L in the paper: neighbours per anchor, the anchor itself included
     nlist: int = 1024  # ivf: number of inverted lists (coarse centroids)
-    nprobe: int = 16  # ivf: lists visited per query
+    nprobe: int = 16  # ivf, ivfpq: lists visited per query
+    pq_m: int = 64  # ivfpq: product-quantiser sub-vectors (bytes a vector at 8 bits); divides the dimension
+    pq_bits: int = 8  # ivfpq: bits per sub-vector code
+    refine: int = 4  # ivfpq: fetch refine * L candidates by code distance, re-rank them exactly (0: codes only)
     hnsw_m: int = 32  # hnsw: graph degree
     ef_construction: int = 80  # hnsw: candidate list size while building
     ef_search: int = 64  # hnsw: candidate list size while searching
-    train_size: int = 100_000  # ivf: vectors sampled (seeded) to train the coarse quantiser
+    train_size: int = 100_000  # ivf, ivfpq: vectors sampled (seeded) to train the quantisers
     batch_size: int = 4096  # queries per search call / query block of the exact search
     block_size: int = 4096  # exact search: rows per matrix-multiply block (memory ~ block_size^2 floats)
     recall_sample: int = 1000  # approximate indexes: queries checked against exact search (0: skip)

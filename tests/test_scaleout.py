@@ -424,3 +424,77 @@ def test_ivfpq_exact_re_rank_raises_recall(index_embeddings: Path) -> None:
     want, _ = exact_knn(emb, emb, 8)
     assert refined.recall == pytest.approx(float(np.mean([len(set(a) & set(b)) / 8 for a, b in
                                                            zip(refined.ids, want)])))
+
+
+# ----------------------------------------------------------------------------------------------
+# curate: an array over archive shards
+
+
+@pytest.fixture(scope="module")
+def curation_files(tmp_path_factory: pytest.TempPathFactory):
+    from cocu.concepts.archive import CurationFiles, write_caption_concepts
+
+    tmp = tmp_path_factory.mktemp("curate")
+    rng = np.random.default_rng(0)
+    n, d, names = 50, 8, [f"concept {i}" for i in range(20)]
+    emb = rng.standard_normal((n, d))
+    concept_emb = rng.standard_normal((len(names), d))
+    neigh = np.concatenate([np.arange(n)[:, None], rng.integers(0, n, (n, 3))], axis=1).astype(np.int64)
+    neigh[rng.random(neigh.shape) < 0.05] = -1
+    np.save(tmp / "emb.npy", (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float16))
+    np.save(tmp / "concepts.npy", (concept_emb / np.linalg.norm(concept_emb, axis=1, keepdims=True)).astype(np.float16))
+    np.save(tmp / "neigh.npy", neigh)
+    (tmp / "names.txt").write_text("".join(f"{c}\n" for c in names))
+    lists = [[names[c] for c in rng.choice(len(names), rng.integers(0, 4), replace=False)] for _ in range(n)]
+    write_caption_concepts(tmp / "captions.parquet", [f"{i:06d}" for i in range(n)], lists)
+    return lambda out: CurationFiles(tmp / "emb.npy", tmp / "neigh.npy", tmp / "captions.parquet", tmp / "names.txt",
+                                     tmp / "concepts.npy", out)
+
+
+def _archives(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("archive-*"))}
+
+
+def test_curate_in_1_2_4_tasks_writes_the_archives_of_one_process(curation_files, tmp_path: Path) -> None:
+    from cocu.concepts.archive import run_curation, run_curation_jobs
+    from cocu.concepts.config import CurationConfig
+
+    cfg = CurationConfig(batch_size=5, shard_size=12)  # 50 rows: 5 shards, the last partial
+    files = curation_files(tmp_path / "one")
+    captions, names, concept_emb = files.load()
+    one = run_curation(files.image_embeddings, files.neighbours, captions, names, concept_emb, files.archives, cfg,
+                       progress=False)
+    for tasks, cluster in ((1, "local"), (2, "local"), (4, "local"), (3, "debug")):
+        out = tmp_path / f"{cluster}{tasks}"
+        lc = dataclasses.replace(launcher(cluster, curate=tasks), folder=str(tmp_path / "jobs"))
+        stats = run_curation_jobs(curation_files(out), cfg, lc)
+        assert _archives(out) == _archives(files.archives), (tasks, cluster)
+        assert stats.shards_written == (0, 1, 2, 3, 4) and stats.missing_neighbours == one.missing_neighbours
+
+
+def test_curate_task_failure_keeps_finished_shards(curation_files, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import cocu.concepts.archive as archive
+    from cocu.concepts.archive import run_curation_jobs
+    from cocu.concepts.config import CurationConfig
+
+    cfg = CurationConfig(batch_size=5, shard_size=12)
+    reference = tmp_path / "ref"
+    run_curation_jobs(curation_files(reference), cfg, launcher(curate=2))
+    real = archive._commit
+
+    def commit(out: Path, shard: int, table) -> None:
+        if shard == 3:
+            raise RuntimeError("task pre-empted")
+        real(out, shard, table)
+
+    monkeypatch.setattr(archive, "_commit", commit)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="pre-empted"):
+        run_curation_jobs(curation_files(out), cfg, launcher(curate=2))  # task 0: shards 0-1, task 1: 2-4
+    assert sorted(p.name for p in out.glob("*.done")) == ["archive-00000.done", "archive-00001.done",
+                                                          "archive-00002.done"]
+    monkeypatch.setattr(archive, "_commit", real)
+    stats = run_curation_jobs(curation_files(out), cfg, launcher(curate=4))
+    assert stats.shards_reused == 3 and stats.shards_written == (3, 4)
+    assert _archives(out) == _archives(reference)

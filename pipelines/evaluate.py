@@ -4,9 +4,11 @@ every active benchmark (`eval.active`), each under its own protocol card (`eval.
 Writes `results/<variant>/s<seed>/<benchmark>.json` per benchmark (mIoU, per-class IoU, the card,
 the checkpoint's sha256) with example predictions beside the ground truth in
 `<benchmark>_examples/`, the DVC metrics file `results/<variant>/s<seed>.json` (mIoU, aAcc, mAcc
-per benchmark), and one MLflow run per checkpoint holding all of it. One process per checkpoint,
-not per benchmark: a process costs about 7 s of start-up (torch, MLflow, the model and tokenizer),
-more than a synthetic benchmark's whole evaluation.
+per benchmark), and one MLflow run per checkpoint holding all of it. The benchmarks run through
+cocu/launch, dealt to `launcher.stages.evaluate.tasks` jobs: 1 (the default) is one job per
+checkpoint, the model loaded once, since a process costs about 7 s of start-up (torch, MLflow,
+the model and tokenizer), more than a synthetic benchmark's whole evaluation; on a cluster with
+the eight real benchmarks, one task per benchmark runs them side by side.
 """
 
 from __future__ import annotations
@@ -15,11 +17,8 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
 from cocu.config import load_params
-from cocu.eval.evaluate import evaluate_checkpoint
-from cocu.launch.device import resolve_device
+from cocu.eval.jobs import evaluate_benchmarks
 from cocu.stage import run_stage
 from cocu.tracking import start_run
 from cocu.tracking.run_info import write_json
@@ -31,14 +30,12 @@ SUMMARY_KEYS = ("mIoU", "aAcc", "mAcc")
 
 def main(params_file: Path, variant: str, seed: int) -> None:
     params = load_params(params_file)  # EvalConfig checks that every active name has a protocol card
-    if params.eval.threads > 0:
-        torch.set_num_threads(params.eval.threads)
     run = run_name(variant, seed)
     out_dir = Path(params.paths.results) / variant / f"s{seed}"
     cards = {b: params.eval.benchmarks[b] for b in params.eval.active}
-    results = evaluate_checkpoint(run_outputs(params, variant, seed)["checkpoint"], cards, params.paths.benchmarks_root,
-                                  params.data.mean, params.data.std, overlay_root=out_dir,
-                                  num_overlays=params.eval.overlays, device=resolve_device("auto"))
+    results = evaluate_benchmarks(run_outputs(params, variant, seed)["checkpoint"], cards, params.paths.benchmarks_root,
+                                  params.data.mean, params.data.std, out_dir, params.eval.overlays,
+                                  params.eval.threads, params.launcher, f"evaluate-{run}")
     for bench, result in results.items():
         result.update(variant=variant, seed=seed, profile=params.run.profile)
         write_json(out_dir / f"{bench}.json", result)

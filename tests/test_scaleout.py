@@ -498,3 +498,38 @@ def test_curate_task_failure_keeps_finished_shards(curation_files, tmp_path: Pat
     stats = run_curation_jobs(curation_files(out), cfg, launcher(curate=4))
     assert stats.shards_reused == 3 and stats.shards_written == (3, 4)
     assert _archives(out) == _archives(reference)
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluate: benchmarks through the launcher
+
+
+def test_evaluate_split_over_tasks_gives_the_same_results(tmp_path: Path) -> None:
+    import torch
+
+    from cocu.config import load_params, to_dict
+    from cocu.data.benchmarks import write_synthetic_benchmark
+    from cocu.eval.jobs import evaluate_benchmarks
+    from cocu.models.config import tiny_model_config
+    from cocu.models.factory import build_model
+    from cocu.training.checkpoint import save_checkpoint
+    from tests.conftest import write_params
+
+    params = load_params(write_params(tmp_path))
+    names = ["synth_things", "synth_stuff", "synth_all"]
+    for name in names:
+        write_synthetic_benchmark(params.world, name, 3, tmp_path / "bench")
+    torch.manual_seed(0)
+    cfg = tiny_model_config()
+    save_checkpoint({"model": build_model(cfg).state_dict(), "model_config": to_dict(cfg)}, tmp_path / "m.pt")
+    cards = {b: params.eval.benchmarks[b] for b in names}
+    results, overlays = {}, {}
+    for tasks, cluster in ((1, "local"), (3, "local"), (2, "debug")):
+        out = tmp_path / f"{cluster}{tasks}"
+        lc = dataclasses.replace(launcher(cluster, evaluate=tasks), folder=str(tmp_path / "jobs"))
+        results[tasks] = evaluate_benchmarks(tmp_path / "m.pt", cards, tmp_path / "bench", params.data.mean,
+                                             params.data.std, out, 2, 1, lc, "evaluate-t")
+        overlays[tasks] = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.png"))}
+    as_json = {t: json.dumps(r, sort_keys=True) for t, r in results.items()}  # what the stage writes (NaN = NaN)
+    assert list(results[1]) == names and as_json[1] == as_json[3] == as_json[2]
+    assert len(overlays[1]) == 6 and overlays[1] == overlays[3] == overlays[2]

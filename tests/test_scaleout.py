@@ -504,31 +504,43 @@ def test_curate_task_failure_keeps_finished_shards(curation_files, tmp_path: Pat
 # evaluate: benchmarks through the launcher
 
 
-def test_evaluate_split_over_tasks_gives_the_same_results(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def eval_inputs(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny untrained GroupViT checkpoint, three synthetic benchmarks and their cards."""
     import torch
 
     from cocu.config import load_params, to_dict
     from cocu.data.benchmarks import write_synthetic_benchmark
-    from cocu.eval.jobs import evaluate_benchmarks
     from cocu.models.config import tiny_model_config
     from cocu.models.factory import build_model
     from cocu.training.checkpoint import save_checkpoint
     from tests.conftest import write_params
 
-    params = load_params(write_params(tmp_path))
+    tmp = tmp_path_factory.mktemp("evaluate")
+    params = load_params(write_params(tmp))
     names = ["synth_things", "synth_stuff", "synth_all"]
     for name in names:
-        write_synthetic_benchmark(params.world, name, 3, tmp_path / "bench")
+        write_synthetic_benchmark(params.world, name, 3, tmp / "bench")
     torch.manual_seed(0)
     cfg = tiny_model_config()
-    save_checkpoint({"model": build_model(cfg).state_dict(), "model_config": to_dict(cfg)}, tmp_path / "m.pt")
+    save_checkpoint({"model": build_model(cfg).state_dict(), "model_config": to_dict(cfg)}, tmp / "m.pt")
     cards = {b: params.eval.benchmarks[b] for b in names}
+
+    def run(out: Path, lc: LauncherConfig) -> dict:
+        from cocu.eval.jobs import evaluate_benchmarks
+
+        return evaluate_benchmarks(tmp / "m.pt", cards, tmp / "bench", params.data.mean, params.data.std, out, 2, 1,
+                                   lc, "evaluate-t")
+
+    return names, run
+
+
+def test_evaluate_split_over_tasks_gives_the_same_results(eval_inputs, tmp_path: Path) -> None:
+    names, run = eval_inputs
     results, overlays = {}, {}
     for tasks, cluster in ((1, "local"), (3, "local"), (2, "debug")):
         out = tmp_path / f"{cluster}{tasks}"
-        lc = dataclasses.replace(launcher(cluster, evaluate=tasks), folder=str(tmp_path / "jobs"))
-        results[tasks] = evaluate_benchmarks(tmp_path / "m.pt", cards, tmp_path / "bench", params.data.mean,
-                                             params.data.std, out, 2, 1, lc, "evaluate-t")
+        results[tasks] = run(out, dataclasses.replace(launcher(cluster, evaluate=tasks), folder=str(tmp_path / "jobs")))
         overlays[tasks] = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.png"))}
     as_json = {t: json.dumps(r, sort_keys=True) for t, r in results.items()}  # what the stage writes (NaN = NaN)
     assert list(results[1]) == names and as_json[1] == as_json[3] == as_json[2]

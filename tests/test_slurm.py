@@ -6,6 +6,7 @@ functions live in this module, which the jobs import (their working directory is
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -13,7 +14,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -194,13 +194,6 @@ def _fail_on_odd(x: int) -> int:
     return x
 
 
-@dataclass(frozen=True)
-class TwoTaskLauncher(LauncherConfig):
-    """The proposed `tasks_per_node` field (not in params yet): 2 CPU tasks on one node."""
-
-    tasks_per_node: Optional[int] = None
-
-
 def _all_reduce_rank() -> tuple[int, int, float, str]:
     import torch
     import torch.distributed as tdist
@@ -217,7 +210,7 @@ def _all_reduce_rank() -> tuple[int, int, float, str]:
 
 
 def test_multi_task_job_forms_a_process_group(tmp_path: Path) -> None:
-    cfg = TwoTaskLauncher(**{**SLURM.__dict__, "tasks_per_node": 2})
+    cfg = dataclasses.replace(SLURM, tasks_per_node=2)  # 2 CPU ranks on one node
     job = submit_job(_all_reduce_rank, cfg=cfg, name="ddp", folder=tmp_path)
     assert job.num_tasks == 2
     rank0 = wait_for(job, "ddp", poll_s=0.5)
@@ -287,3 +280,110 @@ def test_preempted_pretraining_resumes_to_the_same_weights(tmp_path: Path) -> No
     ours, theirs = (load_checkpoint(r.checkpoint)["model"] for r in (result, reference))
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+# ----------------------------------------------------------------------------------------------
+# the N-sized stages as job arrays of 1, 2 and 4 tasks: the same outputs (tests/test_scaleout.py
+# has the inputs and the in-process versions). The three splits run side by side (threads), so
+# their jobs share the node as they would share a cluster.
+
+
+def _stage_launcher(folder: Path, stage: str, tasks: int) -> LauncherConfig:
+    from cocu.config import StageLaunch, StageLaunches
+
+    one = StageLaunch(tasks=tasks, cpus_per_task=1, mem_gb=2, timeout_min=10,
+                      partition=SLURM.partition)
+    return dataclasses.replace(SLURM, folder=str(folder), stages=StageLaunches(**{stage: one}))
+
+
+def _splits(run, tmp_path: Path, stage: str, splits=(1, 2, 4)) -> dict[int, object]:
+    """{tasks: run(out_dir, launcher)} for each split, submitted side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(splits)) as pool:
+        futures = {t: pool.submit(run, tmp_path / f"t{t}", _stage_launcher(tmp_path / "jobs", stage, t))
+                   for t in splits}
+        return {t: f.result() for t, f in futures.items()}
+
+
+def _bytes(folder: Path, pattern: str = "*") -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob(pattern)) if p.is_file()}
+
+
+def test_pairs_validation_array_on_slurm(tmp_path: Path) -> None:
+    from cocu.config import PairsConfig
+    from cocu.data import manifest
+    from cocu.data.pairs import validate_shards
+    from cocu.data.shards import SkipCounter
+    from tests.test_scaleout import messy_shards
+
+    shards = messy_shards(tmp_path / "shards")
+    serial_counter = SkipCounter()
+    serial = manifest.index_shards(shards, serial_counter)
+
+    def run(out: Path, cfg: LauncherConfig):
+        counter = SkipCounter()
+        frame = validate_shards(shards, PairsConfig(source="webdataset"), counter, cfg, "pairs", out / "m.parquet")
+        manifest.write_manifest(frame, out / "m.parquet")
+        return counter.as_dict()
+
+    counts = _splits(run, tmp_path, "pairs")
+    manifest.write_manifest(serial, tmp_path / "serial.parquet")
+    for t in (1, 2, 4):
+        assert (tmp_path / f"t{t}" / "m.parquet").read_bytes() == (tmp_path / "serial.parquet").read_bytes()
+        assert counts[t] == serial_counter.as_dict()
+    assert len(job_ids(tmp_path / "jobs" / "pairs-pairs")) == 3  # one array (or job) per split
+
+
+def test_embed_array_on_slurm(tmp_path: Path, embed_corpus_inputs) -> None:
+    from cocu.clip.jobs import embed_corpus
+
+    _, _, inputs = embed_corpus_inputs
+    stats = _splits(lambda out, cfg: embed_corpus(inputs(out), cfg), tmp_path, "embed")
+    assert _bytes(tmp_path / "t1") == _bytes(tmp_path / "t2") == _bytes(tmp_path / "t4")
+    assert [stats[t]["tasks"] for t in (1, 2, 4)] == [1, 2, 4]
+    assert stats[1]["duplicates_skipped"] == stats[4]["duplicates_skipped"] == 3
+
+
+def test_index_array_on_slurm(tmp_path: Path, index_embeddings: Path) -> None:
+    from cocu.concepts.config import IndexConfig
+    from cocu.concepts.retrieval import run_index
+
+    for kind in ("flat",):  # the approximate kinds split the same way (tests/test_scaleout.py)
+        cfg = IndexConfig(type=kind, num_neighbours=6, nlist=16, nprobe=2, train_size=700, block_size=64,
+                          batch_size=50, recall_sample=100)
+        _splits(lambda out, lc: run_index(index_embeddings, cfg, lc, out / "trained", out / "nb.npy", out / "sims.npy"),
+                tmp_path / kind, "index")
+        results = {t: _bytes(tmp_path / kind / f"t{t}", "*.npy") for t in (1, 2, 4)}
+        assert set(results[1]) == {"nb.npy", "sims.npy"} | ({"trained/order.npy"} if kind == "flat" else set())
+        assert results[1] == results[2] == results[4], kind
+
+
+def test_curate_array_on_slurm(tmp_path: Path, curation_files) -> None:
+    from cocu.concepts.archive import run_curation, run_curation_jobs
+    from cocu.concepts.config import CurationConfig
+
+    cfg = CurationConfig(batch_size=5, shard_size=12)
+    one = curation_files(tmp_path / "one")
+    run_curation(one.image_embeddings, one.neighbours, *one.load(), one.archives, cfg, progress=False)
+    _splits(lambda out, lc: run_curation_jobs(curation_files(out), cfg, lc), tmp_path, "curate")
+    for t in (1, 2, 4):
+        assert _bytes(tmp_path / f"t{t}", "archive-*") == _bytes(tmp_path / "one", "archive-*"), t
+
+
+def test_evaluate_array_on_slurm(tmp_path: Path, eval_inputs) -> None:
+    import json
+
+    _, run = eval_inputs
+    results = _splits(run, tmp_path, "evaluate")  # 4 tasks for 3 benchmarks: 3 tasks
+    assert json.dumps(results[1], sort_keys=True) == json.dumps(results[2], sort_keys=True) \
+        == json.dumps(results[4], sort_keys=True)
+    assert _bytes(tmp_path / "t1", "*.png") == _bytes(tmp_path / "t2", "*.png") == _bytes(tmp_path / "t4", "*.png")
+
+
+from tests.test_scaleout import (  # noqa: E402,F401 (fixtures)
+    curation_files,
+    embed_corpus_inputs,
+    eval_inputs,
+    index_embeddings,
+)

@@ -101,7 +101,7 @@ def windows(size: tuple[int, int], resize: int | None, crop: int, stride: int, c
     h, w = capped_size(*size, cap)
     if resize is not None:
         h, w = rescale_size(h, w, resize, None)
-    grid = lambda s: max(s - crop + stride - 1, 0) // stride + 1  # noqa: E731
+    grid = lambda s: max(s - min(crop, s) + stride - 1, 0) // stride + 1  # noqa: E731 (slide_inference's)
     return grid(h) * grid(w)
 
 

@@ -41,6 +41,17 @@ def device(cpu: bool) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def local_launcher(stage: str, **resources: int):
+    """The repo's launcher (params.yaml), in-process, `stage` asking for these resources."""
+    import dataclasses
+
+    from cocu.config import load_params
+
+    base = load_params(REPO / "params.yaml").launcher
+    one = dataclasses.replace(getattr(base.stages, stage), **resources)
+    return dataclasses.replace(base, cluster="local", stages=dataclasses.replace(base.stages, **{stage: one}))
+
+
 def sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -152,7 +163,6 @@ def check_faiss(cpu: bool) -> None:
 
     from cocu.concepts.config import IndexConfig
     from cocu.concepts.retrieval import exact_knn, recall_at_k, run_index, search_neighbours
-    from cocu.config import LauncherConfig, StageLaunch, StageLaunches
 
     gpus = faiss.get_num_gpus()
     if gpus == 0 and not cpu:
@@ -172,7 +182,7 @@ def check_faiss(cpu: bool) -> None:
         seconds = time.perf_counter() - t0
         rows.append((kind, recall_at_k(found.ids[sample], exact), n / seconds))
     with tempfile.TemporaryDirectory() as tmp:
-        launcher = LauncherConfig(cluster="local", stages=StageLaunches(index=StageLaunch(tasks=2, gpus=1)))
+        launcher = local_launcher("index", tasks=2, gpus=1)
         cfg = IndexConfig(type="flat", num_neighbours=k, recall_sample=0)
         np.save(Path(tmp) / "emb.npy", emb[:20_000])
         run_index(Path(tmp) / "emb.npy", cfg, launcher, Path(tmp) / "trained", Path(tmp) / "nb.npy", Path(tmp) / "s.npy")
@@ -194,7 +204,6 @@ def check_embed(cpu: bool) -> None:
     from cocu.clip.config import ClipConfig, EmbedConfig
     from cocu.clip.jobs import EmbedInputs, embed_corpus
     from cocu.clip.model import build_tiny_clip, save_weights
-    from cocu.config import LauncherConfig, StageLaunch, StageLaunches
     from cocu.data import manifest
     from cocu.data.shards import RawSample, SkipCounter, encode_jpeg, write_shards
 
@@ -230,7 +239,7 @@ def check_embed(cpu: bool) -> None:
                                  EmbedConfig(batch_size=64, device=dev_name, autocast=True), ("jpg",), "txt",
                                  ("thing", "photo"), root / name / "img.npy", root / name / "txt.npy",
                                  root / name / "c.npy", root / name / "c.txt")
-            launcher = LauncherConfig(cluster="local", stages=StageLaunches(embed=StageLaunch(tasks=2, gpus=gpus)))
+            launcher = local_launcher("embed", tasks=2, gpus=gpus)
             embed_corpus(inputs, launcher)
             out[name] = np.load(root / name / "img.npy").astype(np.float32)
         diff = float(np.abs(out["cuda"] - out["cpu"]).max()) if "cuda" in out else 0.0

@@ -145,7 +145,7 @@ def test_embed_corpus_writes_all_outputs(tmp_path: Path) -> None:
     from cocu.clip.config import EmbedConfig
     from cocu.clip.jobs import EmbedInputs, embed_corpus
     from cocu.clip.model import build_tiny_clip, save_weights
-    from cocu.config import LauncherConfig
+    from tests.test_scaleout import launcher
 
     shards, path = _corpus(tmp_path, n=9)
     weights = tmp_path / "clip.pt"
@@ -155,7 +155,7 @@ def test_embed_corpus_writes_all_outputs(tmp_path: Path) -> None:
                          embed=EmbedConfig(batch_size=4), image_keys=("jpg",), caption_key="txt",
                          concepts=("red", "traffic cone"), image_out=out / "img.npy", text_out=out / "txt.npy",
                          concept_out=out / "c.npy", names_out=out / "c.txt")
-    metrics = embed_corpus(inputs, LauncherConfig(cluster="local"))
+    metrics = embed_corpus(inputs, launcher())
     assert metrics["rows"] == 9 and metrics["concepts"] == 2 and metrics["weights_sha256"] == digest
     assert metrics["units"] == 2 and metrics["units_reused"] == 0  # one unit per shard file
     assert np.load(out / "img.npy").shape == (9, TINY.embed_dim) and np.load(out / "c.npy").shape == (2, TINY.embed_dim)

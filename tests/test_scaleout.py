@@ -15,17 +15,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cocu.config import ConfigError, LauncherConfig, StageLaunch, StageLaunches
+from cocu.config import ConfigError, LauncherConfig, StageLaunch, StageLaunches, load_params
 from cocu.data import manifest
 from cocu.data.pairs import partial_dir, validate_shards
 from cocu.data.shards import RawSample, SkipCounter, encode_jpeg, write_shards
 from cocu.launch.executor import deal, sbatch_script, stage_launcher
 
 
+REPO_LAUNCHER = load_params(Path(__file__).resolve().parents[1] / "params.yaml").launcher
+
+
 def launcher(cluster: str = "local", **tasks: int) -> LauncherConfig:
-    """A launcher whose stages ask for `tasks[stage]` array tasks (default 1)."""
-    stages = StageLaunches(**{s: StageLaunch(tasks=n) for s, n in tasks.items()})
-    return LauncherConfig(cluster=cluster, stages=stages)
+    """The repo's launcher on `cluster`, its stages asking for `tasks[stage]` array tasks (default 1)."""
+    stages = {s: dataclasses.replace(getattr(REPO_LAUNCHER.stages, s), tasks=tasks.get(s, 1))
+              for s in ("pairs", "embed", "index", "curate", "evaluate")}
+    return dataclasses.replace(REPO_LAUNCHER, cluster=cluster, stages=StageLaunches(**stages))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -47,11 +51,12 @@ def test_deal_is_contiguous_balanced_and_never_empty() -> None:
 
 
 def test_stage_launcher_takes_the_stage_resources() -> None:
-    base = LauncherConfig(cluster="slurm", partition="gpu", nodes=4, gpus_per_node=4, cpus_per_task=10, mem_gb=256,
-                          timeout_min=2880, stages=StageLaunches(
-                              pairs=StageLaunch(tasks=64, gpus=0, cpus_per_task=8, mem_gb=16, timeout_min=120,
-                                                partition="cpu"),
-                              embed=StageLaunch(tasks=16, gpus=1, cpus_per_task=10, mem_gb=64, timeout_min=240)))
+    stages = dataclasses.replace(
+        launcher().stages,
+        pairs=StageLaunch(tasks=64, gpus=0, cpus_per_task=8, mem_gb=16, timeout_min=120, partition="cpu"),
+        embed=StageLaunch(tasks=16, gpus=1, cpus_per_task=10, mem_gb=64, timeout_min=240, partition=None))
+    base = dataclasses.replace(launcher("slurm"), partition="gpu", nodes=4, gpus_per_node=4, cpus_per_task=10,
+                               mem_gb=256, timeout_min=2880, stages=stages)
     pairs = stage_launcher(base, "pairs")
     assert (pairs.nodes, pairs.gpus_per_node, pairs.cpus_per_task, pairs.mem_gb, pairs.timeout_min, pairs.partition) \
         == (1, 0, 8, 16, 120, "cpu")
@@ -66,10 +71,11 @@ def test_stage_launcher_takes_the_stage_resources() -> None:
     assert "#SBATCH --array=0-63%8" in script.splitlines() and "gpus-per-node" not in script
 
 
-@pytest.mark.parametrize("bad, key", [(StageLaunch(tasks=0), "tasks"), (StageLaunch(gpus=2), "gpus"),
-                                      (StageLaunch(mem_gb=0), "mem_gb")])
-def test_bad_stage_resources_name_the_key(bad: StageLaunch, key: str) -> None:
-    cfg = LauncherConfig(cluster="local", stages=StageLaunches(curate=bad))
+@pytest.mark.parametrize("key, value", [("tasks", 0), ("gpus", 2), ("mem_gb", 0)])
+def test_bad_stage_resources_name_the_key(key: str, value: int) -> None:
+    base = launcher()
+    cfg = dataclasses.replace(base, stages=dataclasses.replace(
+        base.stages, curate=dataclasses.replace(base.stages.curate, **{key: value})))
     with pytest.raises(ConfigError, match=rf"launcher\.stages\.curate\.{key}"):
         stage_launcher(cfg, "curate")
 

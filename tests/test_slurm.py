@@ -289,11 +289,13 @@ def test_preempted_pretraining_resumes_to_the_same_weights(tmp_path: Path) -> No
 
 
 def _stage_launcher(folder: Path, stage: str, tasks: int) -> LauncherConfig:
-    from cocu.config import StageLaunch, StageLaunches
+    from tests.test_scaleout import launcher
 
-    one = StageLaunch(tasks=tasks, cpus_per_task=1, mem_gb=2, timeout_min=10,
-                      partition=SLURM.partition)
-    return dataclasses.replace(SLURM, folder=str(folder), stages=StageLaunches(**{stage: one}))
+    base = launcher("slurm")
+    one = dataclasses.replace(getattr(base.stages, stage), tasks=tasks, gpus=0, cpus_per_task=1, mem_gb=2,
+                              timeout_min=10, partition=SLURM.partition)
+    return dataclasses.replace(base, folder=str(folder), signal_delay_s=SLURM.signal_delay_s,
+                               stages=dataclasses.replace(base.stages, **{stage: one}))
 
 
 def _splits(run, tmp_path: Path, stage: str, splits=(1, 2, 4)) -> dict[int, object]:

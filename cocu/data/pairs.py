@@ -31,8 +31,6 @@ from cocu.data import manifest, world
 from cocu.data.shards import RawSample, SkipCounter, encode_jpeg, list_shards, write_shards
 from cocu.launch.executor import deal, map_shards, stage_launcher, stage_tasks
 
-LOCAL = LauncherConfig(cluster="local")  # in-process, one task: the serial pass
-
 log = logging.getLogger(__name__)
 
 
@@ -70,7 +68,7 @@ def _world_samples(
 
 
 def build_synthetic_corpus(
-    cfg: WorldConfig, n: int, stream: str, shards_dir: Path, manifest_path: Path, launcher: LauncherConfig = LOCAL
+    cfg: WorldConfig, n: int, stream: str, shards_dir: Path, manifest_path: Path, launcher: LauncherConfig
 ) -> CorpusStats:
     """Generate `n` pairs of the world's `stream`, write shards, read them back into a manifest."""
     start = time.perf_counter()
@@ -78,9 +76,8 @@ def build_synthetic_corpus(
     samples = tqdm(_world_samples(cfg, n, stream, truth), total=n, desc=f"{stream}: generate", unit="pair",
                    mininterval=2.0)
     shards = write_shards(samples, shards_dir, cfg.shard_size)
-    stats = index_corpus(shards, PairsConfig(source="synthetic"), manifest_path, name=stream,
-                         ground_truth=pd.DataFrame(truth, columns=["key", *manifest.GROUND_TRUTH_COLUMNS]),
-                         launcher=launcher)
+    stats = index_corpus(shards, PairsConfig(source="synthetic"), manifest_path, name=stream, launcher=launcher,
+                         ground_truth=pd.DataFrame(truth, columns=["key", *manifest.GROUND_TRUTH_COLUMNS]))
     stats.written = n
     stats.seconds = time.perf_counter() - start
     return stats
@@ -126,8 +123,8 @@ def index_corpus(
     cfg: PairsConfig,
     manifest_path: Path,
     name: str,
+    launcher: LauncherConfig,
     ground_truth: pd.DataFrame | None = None,
-    launcher: LauncherConfig = LOCAL,
 ) -> CorpusStats:
     """Validate and index shards into `manifest_path`; join the hidden ground truth if given.
 

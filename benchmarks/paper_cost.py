@@ -18,9 +18,9 @@ as 3 forwards).
 GPU-hours are FLOPs / (an assumed effective GPU rate), stated in the output: by default an A100
 (80 GB) at 110 TFLOP/s in bf16/fp16 (35% of its 312 TFLOP/s dense peak) for the networks and
 exact search, and 14 TFLOP/s for faiss's float32 k-means and list assignment (70% of 19.5).
-A data-bound stage takes the larger of its compute time and its decode time: one core in an embed
-task (it decodes in its own process; the table also shows `--cpus-per-gpu` decoding cores),
-`data.workers` (8 in the paper profiles) in pre-training. Replace the assumptions with what
+A data-bound stage takes the larger of its compute time and its decode time on its decoding
+processes: `embed.workers` in an embed task, `data.workers` in pre-training (8 each in the paper
+profiles). Replace the assumptions with what
 scripts/gpu_check.sh measures on your GPUs. Memory and disk are computed from the array shapes and
 from bytes per item measured here (parquet sizes).
 
@@ -73,8 +73,8 @@ class Assumptions:
     gpu: str = "A100 80GB"
     gpu_tflops: float = 110.0  # bf16/fp16 dense, effective (35% of 312)
     faiss_tflops: float = 14.0  # float32 GEMM in faiss's k-means and assignment, effective (70% of 19.5)
-    cpus_per_gpu: int = 10  # cores that come with one GPU (launcher cpus_per_task)
     train_workers: int = 8  # pre-training data workers per GPU (data.workers in the paper profiles)
+    embed_workers: int = 8  # decoding processes per embed task (embed.workers in the paper profiles)
     node_ram_gb: float = 256.0
 
 
@@ -301,8 +301,8 @@ def tables(m: dict, a: Assumptions) -> str:
     clip, dec, ivf, cur, gv, man = m["clip"], m["decode"], m["ivfpq"], m["curate"], m["groupvit"], m["manifest"]
     out = [f"N = {' + '.join(f'{v:,}' for v in PAIRS.values())} = {N:,} pairs (27.0M), D = {D}, L = {L}.",
            f"Assumed GPU: {a.gpu}, {a.gpu_tflops:.0f} TFLOP/s effective in bf16/fp16 (networks, exact search), "
-           f"{a.faiss_tflops:.0f} TFLOP/s in faiss's float32 k-means/assignment; {a.train_workers} data workers "
-           f"per GPU in pre-training. Measured here on one core: float32 matmul {m['gemm_gflops']:.0f} GFLOP/s; "
+           f"{a.faiss_tflops:.0f} TFLOP/s in faiss's float32 k-means/assignment; {a.embed_workers} decoding "
+           f"workers per embed task, {a.train_workers} per GPU in pre-training. Measured here on one core: float32 matmul {m['gemm_gflops']:.0f} GFLOP/s; "
            "the CPU column is core-hours at the measured per-item costs.", ""]
     rows = []
     # pairs
@@ -313,13 +313,13 @@ def tables(m: dict, a: Assumptions) -> str:
     # embed
     f_pair = clip["flops_image"] + clip["flops_text"]
     embed_gpu = N * f_pair / gpu
-    embed_load = N * dec["decode_pre_s"]  # the embed task decodes in its own process: one core
+    embed_load = N * dec["decode_pre_s"] / a.embed_workers  # embed.workers decoding processes per task
     embed_cpu = N * (clip["cpu_s_image"] + clip["cpu_s_text"] + dec["decode_pre_s"])
     rows.append(("embed (ViT-B/16)", f"N x {fmt(f_pair / 1e9)} GFLOP (image {fmt(clip['flops_image'] / 1e9)} + text "
-                 f"{fmt(clip['flops_text'] / 1e9)}); decode+preprocess {fmt(dec['decode_pre_s'] * 1e3)} ms on the "
-                 "task's one decoding core", f"{fmt(hours(max(embed_gpu, embed_load)))} (compute "
-                 f"{fmt(hours(embed_gpu))}, decoding {fmt(hours(embed_load))}; with {a.cpus_per_gpu} decoding "
-                 f"cores {fmt(hours(max(embed_gpu, embed_load / a.cpus_per_gpu)))})",
+                 f"{fmt(clip['flops_text'] / 1e9)}); decode+preprocess {fmt(dec['decode_pre_s'] * 1e3)} ms on "
+                 f"{a.embed_workers} embed.workers", f"{fmt(hours(max(embed_gpu, embed_load)))} (compute "
+                 f"{fmt(hours(embed_gpu))}, decoding {fmt(hours(embed_load))}; with embed.workers 0: "
+                 f"{fmt(hours(max(embed_gpu, embed_load * a.embed_workers)))})",
                  f"{fmt(hours(embed_cpu))} without a GPU",
                  f"GPU ~2 GB (fp16 weights {fmt(clip['params'] * 2 / GB)} GB + a batch)",
                  f"2 x N x D x 2 B = {fmt(4 * N * D / GB)} GB (+ as much in the partial folder until joined)"))
@@ -344,7 +344,7 @@ def tables(m: dict, a: Assumptions) -> str:
                  f"neighbours {fmt(N * L * 12 / GB)} GB"))
     # curate
     rows.append(("curate", f"N x {fmt(cur['s_per_pair'] * 1e6)} us (measured, D = {D}, V = 2000)", "-",
-                 fmt(hours(N * cur["s_per_pair"])), "batch-bounded (~1 GB) + inputs mapped",
+                 fmt(hours(N * cur["s_per_pair"])), "batch-bounded (~1 GB, estimated) + inputs mapped",
                  f"archives N x {fmt(cur['bytes_per_pair'])} B = {fmt(N * cur['bytes_per_pair'] / GB)} GB"))
     # pretrain
     f_step = 3 * gv["flops_sample_fwd"]
@@ -389,10 +389,10 @@ def main() -> int:
     parser.add_argument("--gpu", default=Assumptions.gpu)
     parser.add_argument("--gpu-tflops", type=float, default=Assumptions.gpu_tflops)
     parser.add_argument("--faiss-tflops", type=float, default=Assumptions.faiss_tflops)
-    parser.add_argument("--cpus-per-gpu", type=int, default=Assumptions.cpus_per_gpu)
     parser.add_argument("--train-workers", type=int, default=Assumptions.train_workers)
+    parser.add_argument("--embed-workers", type=int, default=Assumptions.embed_workers)
     args = parser.parse_args()
-    a = Assumptions(args.gpu, args.gpu_tflops, args.faiss_tflops, args.cpus_per_gpu, args.train_workers)
+    a = Assumptions(args.gpu, args.gpu_tflops, args.faiss_tflops, args.train_workers, args.embed_workers)
     import faiss
 
     torch.set_num_threads(1)  # per-item costs on one core: the table's CPU column is core-hours

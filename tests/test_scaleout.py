@@ -194,9 +194,10 @@ def embed_corpus_inputs(tmp_path_factory: pytest.TempPathFactory):
     torch.manual_seed(0)
     save_weights(build_tiny_clip(TINY), tmp / "clip.pt")
 
-    def inputs(out: Path, batch_size: int = 3) -> EmbedInputs:
+    def inputs(out: Path, batch_size: int = 3, workers: int = 0) -> EmbedInputs:
         return EmbedInputs(manifest=tmp / "manifest.parquet", shards=tuple(shards), weights=tmp / "clip.pt",
-                           clip=TINY, embed=EmbedConfig(batch_size=batch_size), image_keys=("jpg",), caption_key="txt",
+                           clip=TINY, embed=EmbedConfig(batch_size=batch_size, workers=workers), image_keys=("jpg",),
+                           caption_key="txt",
                            concepts=("red", "thing"), image_out=out / "images.npy", text_out=out / "captions.npy",
                            concept_out=out / "concepts.npy", names_out=out / "concepts.txt")
 
@@ -221,10 +222,11 @@ def test_embed_in_1_2_4_tasks_writes_the_same_bytes(embed_corpus_inputs, tmp_pat
     for tasks in (1, 2, 4):
         stats[tasks] = embed_corpus(inputs(tmp_path / f"t{tasks}"), launcher(embed=tasks))
         assert not (tmp_path / f"t{tasks}" / "images.partial").exists()  # removed once the arrays are written
-    assert _outputs(tmp_path / "t1") == _outputs(tmp_path / "t2") == _outputs(tmp_path / "t4")
+    stats["w"] = embed_corpus(inputs(tmp_path / "w", workers=2), launcher(embed=2))  # 2 decoding workers a task
+    assert _outputs(tmp_path / "t1") == _outputs(tmp_path / "t2") == _outputs(tmp_path / "t4") == _outputs(tmp_path / "w")
     assert [stats[t]["tasks"] for t in (1, 2, 4)] == [1, 2, 4] and stats[1]["units"] == 6
     for key in ("rows", "duplicates_skipped", *(k for k in stats[1] if k.startswith("skipped/"))):
-        assert stats[1][key] == stats[2][key] == stats[4][key], key
+        assert stats[1][key] == stats[2][key] == stats[4][key] == stats["w"][key], key
     assert stats[1]["rows"] == len(frame) and stats[1]["duplicates_skipped"] == 3
     assert stats[1]["skipped/empty_shard"] == 1 and stats[1]["skipped/corrupt_shard"] == 1
     # the rows are those of one pass over all shards
@@ -252,16 +254,17 @@ def test_embed_failure_keeps_finished_units_and_a_rerun_redoes_only_the_rest(
     assert len(starts) == 6
     reference = tmp_path / "ref"
     embed_corpus(inputs(reference), launcher(embed=2))
-    real = embed_lib.embed_rows
+    real = embed_lib._prepared_batches
     calls: list[int] = []
 
-    def embed_rows(*args, first_row: int = 0, fail_at: int | None = None, **kwargs):
+    def prepared(samples, keys, batch_size, preprocess, tokenizer, dropped, first_row=0, row_of=None,
+                 fail_at: int | None = None):
         calls.append(first_row)
         if first_row == fail_at:
             raise RuntimeError("node lost")
-        return real(*args, first_row=first_row, **kwargs)
+        return real(samples, keys, batch_size, preprocess, tokenizer, dropped, first_row, row_of)
 
-    monkeypatch.setattr(embed_lib, "embed_rows", lambda *a, **k: embed_rows(*a, fail_at=starts[2], **k))
+    monkeypatch.setattr(embed_lib, "_prepared_batches", lambda *a, **k: prepared(*a, fail_at=starts[2], **k))
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="node lost"):
         embed_corpus(inputs(out), launcher(embed=1))
@@ -269,7 +272,7 @@ def test_embed_failure_keeps_finished_units_and_a_rerun_redoes_only_the_rest(
     assert sorted(p.name for p in work.glob("unit-*.json")) == ["unit-00000.json", "unit-00001.json"]  # kept
     assert not (out / "images.npy").exists()
     calls.clear()
-    monkeypatch.setattr(embed_lib, "embed_rows", embed_rows)
+    monkeypatch.setattr(embed_lib, "_prepared_batches", prepared)
     stats = embed_corpus(inputs(out), launcher(embed=2))
     assert stats["units_reused"] == 2 and sorted(calls) == starts[2:]  # only the unfinished units
     assert _outputs(out) == _outputs(reference)
@@ -286,18 +289,18 @@ def test_embed_partial_work_of_other_inputs_is_superseded(embed_corpus_inputs, t
     tmp, frame, inputs = embed_corpus_inputs
     third = _unit_starts(frame, inputs(tmp_path).shards)[2]
     out = tmp_path / "run"
-    real = embed_lib.embed_rows
+    real = embed_lib._prepared_batches
 
-    def failing(*args, first_row: int = 0, **kwargs):
+    def failing(samples, keys, batch_size, preprocess, tokenizer, dropped, first_row=0, row_of=None):
         if first_row >= third:
             raise RuntimeError("pre-empted")
-        return real(*args, first_row=first_row, **kwargs)
+        return real(samples, keys, batch_size, preprocess, tokenizer, dropped, first_row, row_of)
 
-    monkeypatch.setattr(embed_lib, "embed_rows", failing)
+    monkeypatch.setattr(embed_lib, "_prepared_batches", failing)
     with pytest.raises(RuntimeError):
         embed_corpus(inputs(out, batch_size=3), launcher())
     assert len(list((out / "images.partial").glob("unit-*.json"))) == 2
-    monkeypatch.setattr(embed_lib, "embed_rows", real)
+    monkeypatch.setattr(embed_lib, "_prepared_batches", real)
     stats = embed_corpus(inputs(out, batch_size=4), launcher())  # other settings: a different fingerprint
     assert stats["units_reused"] == 0
     # a unit file cut short (a killed copy on a shared filesystem) is not finished
@@ -323,13 +326,16 @@ def test_embed_markers_record_every_unit(embed_corpus_inputs, tmp_path: Path) ->
     work = EmbedWork.beside(ins.image_out)
     work.prepare("x")
     assert embed_units_job(ins, work.folder, units[1:3]) == [1, 2]
-    assert embed_units_job(ins, work.folder, units[1:4]) == [3]  # 1 and 2 are finished
+    two_workers = dataclasses.replace(ins, embed=dataclasses.replace(ins.embed, workers=2))  # a DataLoader
+    assert embed_units_job(two_workers, work.folder, units[1:5]) == [3, 4]  # 1 and 2 are finished
     marker = json.loads((work.folder / "unit-00001.json").read_text())
     assert marker["skipped"]["truncated_image"] == 1 and marker["skipped"]["missing_caption"] == 1
     assert marker["lo"] == 5 and marker["hi"] == 9 and marker["shards"] == ["000001.tar"]
     marker = json.loads((work.folder / "unit-00002.json").read_text())  # the empty shard joins the next
     assert marker["shards"] == ["000002.tar", "000003.tar"] and marker["skipped"]["empty_shard"] == 1
     assert marker["duplicates"] == 1
+    marker = json.loads((work.folder / "unit-00004.json").read_text())  # prepared in a data worker
+    assert marker["shards"] == ["000005.tar"] and marker["duplicates"] == 1 and marker["hi"] - marker["lo"] == 4
 
 
 # ----------------------------------------------------------------------------------------------

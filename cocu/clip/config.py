@@ -64,3 +64,4 @@ class EmbedConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # resolved by cocu/launch
     prompt: str = "a photo of a {}"  # concept prompt template; no trailing period (method §1)
     autocast: bool = True  # fp16 autocast on CUDA (no-op on CPU)
+    workers: int = 0  # data workers decoding shards in each embed task (0: in the task's process)

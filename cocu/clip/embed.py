@@ -120,6 +120,29 @@ def _aligned_batches(
                                "(they ended)")
 
 
+def _prepared_batches(
+    samples: Iterable[SampleLike],
+    keys: Sequence[str],
+    batch_size: int,
+    preprocess: Callable[[Any], torch.Tensor],
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    dropped: list[str],
+    first_row: int = 0,
+    row_of: Optional[Callable[[str], Optional[int]]] = None,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(first row within `keys`, pixels [B, 3, S, S], tokens [B, C]) of each aligned batch: the
+    decoding and preprocessing half of embedding (CPU; may run in a data worker)."""
+    for lo, batch in _aligned_batches(samples, keys, batch_size, dropped, first_row, row_of):
+        yield lo, torch.stack([preprocess(s.image) for s in batch]), tokenizer([s.caption for s in batch])
+
+
+def _encode(model: torch.nn.Module, pixels: torch.Tensor, tokens: torch.Tensor, device: torch.device
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-norm float16 image and caption embeddings [B, D] of one prepared batch (the model half;
+    call under inference mode and the autocast context)."""
+    return _unit_f16(model.encode_image(pixels.to(device))), _unit_f16(model.encode_text(tokens.to(device)))
+
+
 def embed_rows(
     model: torch.nn.Module,
     preprocess: Callable[[Any], torch.Tensor],  # open_clip's val transform: PIL -> [3, S, S]
@@ -131,7 +154,6 @@ def embed_rows(
     autocast: bool = True,
     first_row: int = 0,  # manifest row of keys[0]
     row_of: Optional[Callable[[str], Optional[int]]] = None,  # manifest row of a key outside `keys`
-    progress: Optional[tqdm] = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """[n, D] unit-norm float16 image and caption embeddings of `keys`, and the repeated keys skipped."""
     model = model.to(device).eval()
@@ -140,13 +162,9 @@ def embed_rows(
     texts = np.empty((len(keys), dim), dtype=np.float16)
     dropped: list[str] = []
     with torch.inference_mode(), _autocast(device, autocast):
-        for lo, batch in _aligned_batches(samples, keys, batch_size, dropped, first_row, row_of):
-            pixels = torch.stack([preprocess(s.image) for s in batch]).to(device)  # [B, 3, S, S]
-            tokens = tokenizer([s.caption for s in batch]).to(device)  # [B, C]
-            images[lo : lo + len(batch)] = _unit_f16(model.encode_image(pixels))
-            texts[lo : lo + len(batch)] = _unit_f16(model.encode_text(tokens))
-            if progress is not None:
-                progress.update(len(batch))
+        for lo, pixels, tokens in _prepared_batches(samples, keys, batch_size, preprocess, tokenizer, dropped,
+                                                    first_row, row_of):
+            images[lo : lo + len(pixels)], texts[lo : lo + len(pixels)] = _encode(model, pixels, tokens, device)
     return images, texts, dropped
 
 
@@ -313,11 +331,12 @@ def _run_codes(column: Any) -> tuple[np.ndarray, list[str]]:
 def embed_fingerprint(manifest: Path, shards: Sequence[Path | str], weights_sha256: Optional[str],
                       clip_cfg: ClipConfig, cfg: EmbedConfig, extra: str = "") -> str:
     """sha256 of what a unit's arrays depend on: the manifest's bytes, the shard files (path, size,
-    mtime: no read of the images), the weights' sha256, the settings, the code of `cocu/clip` and
+    mtime: no read of the images), the weights' sha256, the settings (not `workers`), the code of `cocu/clip` and
     `cocu/data`, and `extra` (e.g. the device the jobs get)."""
     from cocu.provenance import source_digest
 
-    h = hashlib.sha256(json.dumps({"clip": asdict(clip_cfg), "embed": asdict(cfg), "extra": extra},
+    settings = {k: v for k, v in asdict(cfg).items() if k != "workers"}  # workers change no byte
+    h = hashlib.sha256(json.dumps({"clip": asdict(clip_cfg), "embed": settings, "extra": extra},
                                   sort_keys=True).encode())
     h.update(source_digest("clip", "data").encode())
     with open(manifest, "rb") as f:
@@ -431,6 +450,35 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class _UnitBatches(torch.utils.data.IterableDataset):
+    """The prepared batches of some units, then one ("done", ...) item per unit with its counts.
+
+    Items: ("batch", unit index, first row within the unit, pixels, tokens) and ("done", unit
+    index, {"skipped": ..., "duplicates": ...}). In a DataLoader with W workers, worker w prepares
+    units w, w + W, ...: each unit is read by one process, its batches in order."""
+
+    def __init__(self, units: Sequence[EmbedUnit], keys: Any, batch_size: int, preprocess: Callable,
+                 tokenizer: Callable, image_keys: Sequence[str], caption_key: str) -> None:
+        self.units, self.keys, self.batch_size = list(units), keys, batch_size
+        self.preprocess, self.tokenizer = preprocess, tokenizer
+        self.image_keys, self.caption_key = tuple(image_keys), caption_key
+
+    def __iter__(self) -> Iterator[tuple]:
+        from cocu.data.shards import SkipCounter, iter_samples
+
+        info = torch.utils.data.get_worker_info()
+        mine = self.units if info is None else self.units[info.id :: info.num_workers]
+        row_of = _lazy_row_lookup(self.keys)
+        for unit in mine:
+            counter, dropped = SkipCounter(), []
+            samples = iter_samples([Path(p) for p in unit.shards], counter, self.image_keys, self.caption_key)
+            for lo, pixels, tokens in _prepared_batches(samples, _key_slice(self.keys, unit.lo, unit.hi),
+                                                        self.batch_size, self.preprocess, self.tokenizer, dropped,
+                                                        unit.lo, row_of):
+                yield "batch", unit.index, lo, pixels, tokens
+            yield "done", unit.index, {"skipped": counter.as_dict(), "duplicates": len(dropped)}
+
+
 def embed_units(
     units: Sequence[EmbedUnit],
     work: EmbedWork,
@@ -443,26 +491,38 @@ def embed_units(
 ) -> list[int]:
     """Embed every unfinished unit of `units` (one array task's share) and commit each as it ends;
     returns the indices of the units embedded here (finished ones are skipped: a requeued or
-    re-run task resumes)."""
-    from cocu.data.shards import SkipCounter, iter_samples
-
+    re-run task resumes). With `cfg.workers` > 0, that many data workers decode and preprocess
+    whole units while this process runs the model; the batches, hence the bytes, are the same."""
     todo = [u for u in units if work.marker(u) is None]
     if not todo:
         return []
     model, preprocess, tokenizer = load_model()
-    row_of = _lazy_row_lookup(keys)
+    model = model.to(device).eval()
+    dim = _embed_dim(model, preprocess, tokenizer, device)
+    by_index = {u.index: u for u in todo}
+    arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    batches = _UnitBatches(todo, keys, cfg.batch_size, preprocess, tokenizer, image_keys, caption_key)
+    items = iter(batches) if cfg.workers == 0 else iter(torch.utils.data.DataLoader(
+        batches, batch_size=None, num_workers=cfg.workers, prefetch_factor=4))
     done = []
-    with tqdm(total=sum(u.hi - u.lo for u in todo), desc="embed", unit="pair", mininterval=5.0) as bar:
-        for unit in todo:
-            t0 = time.perf_counter()
-            counter = SkipCounter()
-            unit_keys = _key_slice(keys, unit.lo, unit.hi)
-            samples = iter_samples([Path(p) for p in unit.shards], counter, image_keys, caption_key)
-            images, captions, dropped = embed_rows(model, preprocess, tokenizer, samples, unit_keys, cfg.batch_size,
-                                                   device, cfg.autocast, first_row=unit.lo, row_of=row_of,
-                                                   progress=bar)
-            work.commit(unit, images, captions, {"skipped": counter.as_dict(), "duplicates": len(dropped),
-                                                 "seconds": time.perf_counter() - t0, "device": device.type})
+    last = time.perf_counter()
+    with torch.inference_mode(), _autocast(device, cfg.autocast), \
+            tqdm(total=sum(u.hi - u.lo for u in todo), desc="embed", unit="pair", mininterval=5.0) as bar:
+        for item in items:
+            unit = by_index[int(item[1])]
+            if unit.index not in arrays:
+                arrays[unit.index] = (np.empty((unit.hi - unit.lo, dim), np.float16),
+                                      np.empty((unit.hi - unit.lo, dim), np.float16))
+            if item[0] == "batch":
+                lo, pixels, tokens = int(item[2]), item[3], item[4]
+                img, txt = _encode(model, pixels, tokens, device)
+                arrays[unit.index][0][lo : lo + len(img)], arrays[unit.index][1][lo : lo + len(img)] = img, txt
+                bar.update(len(img))
+                continue
+            images, captions = arrays.pop(unit.index)
+            now = time.perf_counter()  # the task's time since its previous commit: they add up to its wall time
+            work.commit(unit, images, captions, {**item[2], "seconds": now - last, "device": device.type})
+            last = now
             done.append(unit.index)
     return done
 

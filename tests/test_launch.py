@@ -156,3 +156,20 @@ def test_job_call_is_a_plain_call_in_process(caplog: pytest.LogCaptureFixture) -
     level = logging.getLogger().level
     assert JobCall(_square, 5)() == 25
     assert logging.getLogger().level == level  # in-process: the caller's logging is untouched
+
+
+def test_resumable_array_element_requeues_itself(tmp_path: Path) -> None:
+    """A resumable element (map_shards(..., resumable=True)) is checkpointable: on USR2 submitit
+    requeues the same call, which finds its finished units on disk."""
+    from cocu.launch.jobs import ResumableCall
+
+    call = ResumableCall(_read_step, tmp_path)
+    (tmp_path / "unit-0").touch()
+    assert call() == 1
+    delayed = call.checkpoint()
+    assert isinstance(delayed, DelayedSubmission) and delayed.function is call
+    (tmp_path / "unit-1").touch()
+    assert delayed.result() == 2
+    assert not hasattr(JobCall(_read_step, tmp_path), "checkpoint")  # plain elements are not requeued on timeout
+    assert ex.map_shards(_square, [2, 3], LauncherConfig(cluster="debug"), "r", tmp_path / "jobs", resumable=True) \
+        == [4, 9]

@@ -383,6 +383,56 @@ def test_evaluate_array_on_slurm(tmp_path: Path, eval_inputs) -> None:
     assert _bytes(tmp_path / "t1", "*.png") == _bytes(tmp_path / "t2", "*.png") == _bytes(tmp_path / "t4", "*.png")
 
 
+@dataclass
+class SlowUnits:
+    """A resumable array element: units 0..n-1 in order, each marked done on disk; appends its
+    start to starts.txt and `<attempt> <unit>` to started.txt as it starts a unit."""
+
+    folder: Path
+    n: int = 6
+    unit_s: float = 0.5
+
+    def __call__(self, element: int) -> list[int]:
+        base = self.folder / f"element{element}"
+        base.mkdir(parents=True, exist_ok=True)
+        with (base / "starts.txt").open("a") as f:
+            f.write(f"{os.environ.get('SLURM_RESTART_COUNT', '-')}\n")
+        for unit in range(self.n):
+            if (base / f"unit-{unit}").exists():
+                continue
+            with (base / "started.txt").open("a") as f:
+                f.write(f"{os.environ.get('SLURM_RESTART_COUNT', '0')} {unit}\n")
+            time.sleep(self.unit_s)
+            (base / f"unit-{unit}").touch()
+        return sorted(int(p.name.split("-")[1]) for p in base.glob("unit-*"))
+
+
+def test_timed_out_array_element_requeues_and_redoes_only_unfinished_units(tmp_path: Path) -> None:
+    """A 2-minute limit: submitit counts any USR2 as a time-out (under 10 minutes, always), which
+    requeues only a checkpointable call: ResumableCall. A plain JobCall would end FAILED."""
+    from cocu.launch.executor import make_executor
+    from cocu.launch.jobs import ResumableCall
+
+    work = SlowUnits(tmp_path / "work")
+    cfg = dataclasses.replace(SLURM, timeout_min=2, signal_delay_s=60)
+    jobs = make_executor(cfg, "units", tmp_path / "jobs", shard=True).submit_array(
+        [ResumableCall(work, e) for e in (0, 1)])  # what map_shards(..., resumable=True) submits
+    element0 = tmp_path / "work" / "element0"
+    deadline = time.monotonic() + 120
+    while len(list(element0.glob("unit-*"))) < 2:
+        assert time.monotonic() < deadline and not jobs[0].done(), "element 0 finished no unit"
+        time.sleep(0.1)
+    jobs[0]._interrupt(timeout=True)  # USR2 alone: the time limit is near
+    assert [wait_for(job, "units", poll_s=0.5) for job in jobs] == [list(range(6))] * 2
+    started = [line.split() for line in (element0 / "started.txt").read_text().splitlines()]
+    first = [int(u) for a, u in started if a == "0"]
+    again = [int(u) for a, u in started if a == "1"]
+    assert len(first) >= 2 and again and sorted(set(first) | set(again)) == list(range(6))
+    assert set(first) & set(again) <= {first[-1]}  # only the unit in progress at the pre-emption is redone
+    assert (element0 / "starts.txt").read_text().split() == ["-", "1"]
+    assert sacct_states(jobs[0].job_id, rows=2) == ["REQUEUED", "COMPLETED"]
+
+
 from tests.test_scaleout import (  # noqa: E402,F401 (fixtures)
     curation_files,
     embed_corpus_inputs,

@@ -134,7 +134,7 @@ def main() -> int:
         same = bool(ref) and all(outputs(stage, paths[t]) == ref for t in args.tasks[1:])
         label = ("yes" if same else "NO") + (" (not split)" if stage == "concepts" else "")
         print(f"| {stage} | " + " | ".join(f"{wall[stage, t]:.1f}" for t in args.tasks)
-              + f" | {label}, {len(ref)} files |")
+              + f" | {label}, {len(ref)} file{'s' * (len(ref) != 1)} |")
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}. Wall times include SLURM scheduling and each "
           "job's start-up; on 2 cores at most 2 one-core tasks run at once.")
     if args.keep is None:

@@ -173,3 +173,18 @@ def test_resumable_array_element_requeues_itself(tmp_path: Path) -> None:
     assert not hasattr(JobCall(_read_step, tmp_path), "checkpoint")  # plain elements are not requeued on timeout
     assert ex.map_shards(_square, [2, 3], LauncherConfig(cluster="debug"), "r", tmp_path / "jobs", resumable=True) \
         == [4, 9]
+
+
+def test_cli_dry_run_of_an_array_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stages = {s: {"tasks": 1, "gpus": 0, "cpus_per_task": 2, "mem_gb": 8, "timeout_min": 60, "partition": None}
+              for s in ("pairs", "embed", "index", "curate", "evaluate")}
+    stages["embed"] = {"tasks": 16, "gpus": 1, "cpus_per_task": 10, "mem_gb": 64, "timeout_min": 720, "partition": None}
+    params = write_params(tmp_path, launcher={**SLURM_2x4, "folder": str(tmp_path / "jobs"), "stages": stages,
+                                              "array_parallelism": 8})
+    assert ex.main(["--params", str(params), "--dry-run", "--stage", "embed"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for line in ("#SBATCH --array=0-15%8", "#SBATCH --nodes=1", "#SBATCH --gpus-per-node=1", "#SBATCH --ntasks-per-node=1",
+                 "#SBATCH --cpus-per-task=10", "#SBATCH --mem=64GB", "#SBATCH --time=720", "#SBATCH --partition=gpu"):
+        assert line in lines, line
+    assert ex.main(["--params", str(params), "--stage", "embed"]) == 0
+    assert '"array_tasks": 16' in capsys.readouterr().out

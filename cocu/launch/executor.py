@@ -382,17 +382,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the sbatch script the stage would submit "
                              "(default: print the executor parameters)")
-    parser.add_argument("--stage", default="cocu", help="job name / stage (default: cocu)")
+    parser.add_argument("--stage", default="cocu", help="job name / stage (default: cocu); one of "
+                        f"{', '.join(ARRAY_STAGES)}: that stage's job array (launcher.stages.<stage>)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_section(LauncherConfig, "launcher", args.params)
+        array = args.stage in ARRAY_STAGES  # an N-sized stage: its job array, with its resources
+        tasks = stage_tasks(cfg, args.stage) if array else 0
+        job_cfg = stage_launcher(cfg, args.stage) if array else cfg
         if args.dry_run:
             if cfg.cluster != "slurm":
                 log.info("launcher.cluster is %r: showing what cluster=slurm would submit", cfg.cluster)
-            sys.stdout.write(sbatch_script(cfg, args.stage))
+            sys.stdout.write(sbatch_script(job_cfg, args.stage, shard=array, array=tasks))
         else:
-            params = executor_parameters(cfg, args.stage)
+            params = {**executor_parameters(job_cfg, args.stage, shard=array), **({"array_tasks": tasks} if array else {})}
             sys.stdout.write(json.dumps({"cluster": cfg.cluster, "folder": str(job_folder(cfg, args.stage)),
                                          "max_requeues": cfg.max_requeues, **params}, indent=2) + "\n")
     except ConfigError as e:

@@ -223,16 +223,19 @@ def measure_curate(n: int) -> dict[str, float]:
     spec = importlib.util.spec_from_file_location("bench_curation", Path(__file__).with_name("curation.py"))
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    import dataclasses
+
     from cocu.concepts.archive import read_caption_concepts, run_curation
-    from cocu.concepts.config import CurationConfig
     from cocu.concepts.retrieval import exact_self_knn
+    from cocu.config import load_params
 
     world = bench.make_world(n, D, vocab=2000, seed=0)
     neigh, _ = exact_self_knn(world["emb"], L)
     with tempfile.TemporaryDirectory() as tmp:
         emb_path, neigh_path, concepts_path = bench.write_inputs(world, neigh, Path(tmp) / "in")
         captions = read_caption_concepts(concepts_path, world["names"])
-        cfg = CurationConfig(batch_size=1024, shard_size=n)
+        cfg = dataclasses.replace(load_params(Path(__file__).resolve().parents[1] / "params.yaml").curation,
+                                  batch_size=1024, shard_size=n)  # the repo's curation settings
         t0 = time.perf_counter()
         run_curation(emb_path, neigh_path, captions, world["names"], world["concept_emb"].astype(np.float32),
                      Path(tmp) / "out", cfg, progress=False)

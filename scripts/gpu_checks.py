@@ -14,6 +14,7 @@ runs on CUDA; `--cpu` runs the same code on the CPU (small sizes) to try the scr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -41,13 +42,16 @@ def device(cpu: bool) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def local_launcher(stage: str, **resources: int):
-    """The repo's launcher (params.yaml), in-process, `stage` asking for these resources."""
-    import dataclasses
-
+def params():
+    """The repo's params.yaml: every config here is built from it (`dataclasses.replace`)."""
     from cocu.config import load_params
 
-    base = load_params(REPO / "params.yaml").launcher
+    return load_params(REPO / "params.yaml")
+
+
+def local_launcher(stage: str, **resources: int):
+    """The repo's launcher (params.yaml), in-process, `stage` asking for these resources."""
+    base = params().launcher
     one = dataclasses.replace(getattr(base.stages, stage), **resources)
     return dataclasses.replace(base, cluster="local", stages=dataclasses.replace(base.stages, **{stage: one}))
 
@@ -67,13 +71,13 @@ def check_train(cpu: bool) -> None:
     from cocu.models.factory import build_model
     from cocu.training.batches import InMemoryBatches, random_pairs
     from cocu.training.checkpoint import load_checkpoint
-    from cocu.training.config import TrainConfig
     from cocu.training.loop import train
 
     dev = device(cpu)
     batch, steps = (8, 4) if cpu else (256, 12)
-    cfg = TrainConfig(batch_size=batch, epochs=1, warmup_epochs=0, steps=steps, warmup_steps=2,
-                      checkpoint_every=steps // 2, log_every=2, num_prompts=3, amp=True, amp_dtype="bf16")
+    cfg = dataclasses.replace(params().train, batch_size=batch, epochs=1, warmup_epochs=0, steps=steps,
+                              warmup_steps=2, checkpoint_every=steps // 2, log_every=2, num_prompts=3, amp=True,
+                              amp_dtype="bf16", accum_steps=1)
     model_cfg = tiny_model_config()
     images, texts, prompts = random_pairs(batch * 4, model_cfg.image.img_size, model_cfg.text.context_length, 3)
 
@@ -161,7 +165,6 @@ def check_faiss(cpu: bool) -> None:
     sample, and the index stage's own jobs (train once, queries in 2 tasks) on the GPU."""
     import faiss
 
-    from cocu.concepts.config import IndexConfig
     from cocu.concepts.retrieval import exact_knn, recall_at_k, run_index, search_neighbours
 
     gpus = faiss.get_num_gpus()
@@ -176,14 +179,15 @@ def check_faiss(cpu: bool) -> None:
     rows = []
     for kind, extra in (("flat", {}), ("ivf", {"nlist": 1024, "nprobe": 32}),
                         ("ivfpq", {"nlist": 1024, "nprobe": 32, "pq_m": 64 if dim >= 64 else 16, "refine": 4})):
-        cfg = IndexConfig(type=kind, num_neighbours=k, train_size=min(n, 100_000), recall_sample=0, **extra)
+        cfg = dataclasses.replace(params().index, type=kind, num_neighbours=k, train_size=min(n, 100_000),
+                                  recall_sample=0, **extra)
         t0 = time.perf_counter()
         found = search_neighbours(emb, cfg)
         seconds = time.perf_counter() - t0
         rows.append((kind, recall_at_k(found.ids[sample], exact), n / seconds))
     with tempfile.TemporaryDirectory() as tmp:
         launcher = local_launcher("index", tasks=2, gpus=1)
-        cfg = IndexConfig(type="flat", num_neighbours=k, recall_sample=0)
+        cfg = dataclasses.replace(params().index, type="flat", num_neighbours=k, recall_sample=0)
         np.save(Path(tmp) / "emb.npy", emb[:20_000])
         run_index(Path(tmp) / "emb.npy", cfg, launcher, Path(tmp) / "trained", Path(tmp) / "nb.npy", Path(tmp) / "s.npy")
         stage_ids = np.load(Path(tmp) / "nb.npy")
@@ -201,7 +205,6 @@ def check_embed(cpu: bool) -> None:
     jobs on CUDA (autocast) against the same jobs on the CPU."""
     import open_clip
 
-    from cocu.clip.config import ClipConfig, EmbedConfig
     from cocu.clip.jobs import EmbedInputs, embed_corpus
     from cocu.clip.model import build_tiny_clip, save_weights
     from cocu.data import manifest
@@ -221,9 +224,9 @@ def check_embed(cpu: bool) -> None:
         sync(dev)
     vit_rate = batch * reps / (time.perf_counter() - t0)
     del model
-    tiny = ClipConfig(source="synthetic", image_size=32, embed_dim=32, vision_width=32, vision_layers=2,
-                      vision_head_width=16, patch_size=8, text_width=32, text_layers=1, text_head_width=16,
-                      context_length=16)
+    tiny = dataclasses.replace(params().clip, source="synthetic", image_size=32, embed_dim=32, vision_width=32,
+                               vision_layers=2, vision_head_width=16, patch_size=8, text_width=32, text_layers=1,
+                               text_head_width=16, context_length=16)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -236,7 +239,8 @@ def check_embed(cpu: bool) -> None:
         out = {}
         for name, dev_name, gpus in (("cuda", "cuda", 1), ("cpu", "cpu", 0)) if not cpu else (("cpu", "cpu", 0),):
             inputs = EmbedInputs(root / "manifest.parquet", tuple(shards), root / "clip.pt", tiny,
-                                 EmbedConfig(batch_size=64, device=dev_name, autocast=True), ("jpg",), "txt",
+                                 dataclasses.replace(params().embed, batch_size=64, device=dev_name, autocast=True),
+                                 ("jpg",), "txt",
                                  ("thing", "photo"), root / name / "img.npy", root / name / "txt.npy",
                                  root / name / "c.npy", root / name / "c.txt")
             launcher = local_launcher("embed", tasks=2, gpus=gpus)

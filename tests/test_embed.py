@@ -142,17 +142,19 @@ def test_repeated_key_in_shards_is_skipped_like_the_manifest_does(tmp_path: Path
 
 
 def test_embed_corpus_writes_all_outputs(tmp_path: Path) -> None:
-    from cocu.clip.config import EmbedConfig
+    import dataclasses
+
     from cocu.clip.jobs import EmbedInputs, embed_corpus
     from cocu.clip.model import build_tiny_clip, save_weights
-    from tests.test_scaleout import launcher
+    from tests.test_scaleout import REPO_PARAMS, launcher
 
     shards, path = _corpus(tmp_path, n=9)
     weights = tmp_path / "clip.pt"
     digest = save_weights(build_tiny_clip(TINY), weights)
     out = tmp_path / "emb"
     inputs = EmbedInputs(manifest=path, shards=tuple(shards), weights=weights, clip=TINY,
-                         embed=EmbedConfig(batch_size=4), image_keys=("jpg",), caption_key="txt",
+                         embed=dataclasses.replace(REPO_PARAMS.embed, batch_size=4), image_keys=("jpg",),
+                         caption_key="txt",
                          concepts=("red", "traffic cone"), image_out=out / "img.npy", text_out=out / "txt.npy",
                          concept_out=out / "c.npy", names_out=out / "c.txt")
     metrics = embed_corpus(inputs, launcher())

@@ -22,7 +22,16 @@ from cocu.data.shards import RawSample, SkipCounter, encode_jpeg, write_shards
 from cocu.launch.executor import deal, sbatch_script, stage_launcher
 
 
-REPO_LAUNCHER = load_params(Path(__file__).resolve().parents[1] / "params.yaml").launcher
+REPO_PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")  # configs built from it, not
+REPO_LAUNCHER = REPO_PARAMS.launcher  # from dataclass defaults: every key of params.yaml is required
+
+
+def index_cfg(**values):
+    return dataclasses.replace(REPO_PARAMS.index, **values)
+
+
+def curation_cfg(**values):
+    return dataclasses.replace(REPO_PARAMS.curation, **values)
 
 
 def launcher(cluster: str = "local", **tasks: int) -> LauncherConfig:
@@ -180,7 +189,6 @@ def test_plan_units_one_file_each_empty_files_join_the_next() -> None:
 def embed_corpus_inputs(tmp_path_factory: pytest.TempPathFactory):
     """A messy corpus (bad samples, repeated keys, empty and corrupt shards), its manifest and a
     tiny CLIP weights file."""
-    from cocu.clip.config import EmbedConfig
     from cocu.clip.jobs import EmbedInputs
     from cocu.clip.model import build_tiny_clip, save_weights
     from tests.test_clip_model import TINY
@@ -196,7 +204,7 @@ def embed_corpus_inputs(tmp_path_factory: pytest.TempPathFactory):
 
     def inputs(out: Path, batch_size: int = 3, workers: int = 0) -> EmbedInputs:
         return EmbedInputs(manifest=tmp / "manifest.parquet", shards=tuple(shards), weights=tmp / "clip.pt",
-                           clip=TINY, embed=EmbedConfig(batch_size=batch_size, workers=workers), image_keys=("jpg",),
+                           clip=TINY, embed=dataclasses.replace(REPO_PARAMS.embed, batch_size=batch_size, workers=workers), image_keys=("jpg",),
                            caption_key="txt",
                            concepts=("red", "thing"), image_out=out / "images.npy", text_out=out / "captions.npy",
                            concept_out=out / "concepts.npy", names_out=out / "concepts.txt")
@@ -382,10 +390,9 @@ def _run_index(emb: Path, out: Path, cfg, tasks: int, cluster: str = "local") ->
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq", "hnsw"])
 def test_index_in_1_2_4_tasks_writes_the_same_arrays(index_embeddings: Path, tmp_path: Path, kind: str) -> None:
-    from cocu.concepts.config import IndexConfig
     from cocu.concepts.retrieval import search_neighbours
 
-    cfg = IndexConfig(type=kind, num_neighbours=6, nlist=16, nprobe=2, train_size=700, block_size=64, batch_size=50,
+    cfg = index_cfg(type=kind, num_neighbours=6, nlist=16, nprobe=2, train_size=700, block_size=64, batch_size=50,
                       recall_sample=100, pq_m=4, hnsw_m=8, ef_search=16)
     metrics = {t: _run_index(index_embeddings, tmp_path / f"t{t}", cfg, t) for t in (1, 2, 4)}
     files = {t: {n: (tmp_path / f"t{t}" / n).read_bytes() for n in ("neighbours.npy", "similarities.npy")}
@@ -407,11 +414,10 @@ def test_query_tasks_read_the_trained_index(index_embeddings: Path, tmp_path: Pa
     """The file `index` writes is the one the query tasks search: training happens once."""
     import faiss
 
-    from cocu.concepts.config import IndexConfig
     from cocu.concepts.retrieval import query_positions, train_index
 
     emb = np.load(index_embeddings)
-    cfg = IndexConfig(type="ivf", num_neighbours=4, nlist=8, nprobe=8, train_size=700, batch_size=64, recall_sample=0)
+    cfg = index_cfg(type="ivf", num_neighbours=4, nlist=8, nprobe=8, train_size=700, batch_size=64, recall_sample=0)
     train_index(emb, cfg, tmp_path)
     _, ids, _ = query_positions(emb, cfg, tmp_path, 0, 64)
     index = faiss.read_index(str(tmp_path / "index.faiss"))
@@ -423,11 +429,10 @@ def test_query_tasks_read_the_trained_index(index_embeddings: Path, tmp_path: Pa
 
 
 def test_ivfpq_exact_re_rank_raises_recall(index_embeddings: Path) -> None:
-    from cocu.concepts.config import IndexConfig
     from cocu.concepts.retrieval import exact_knn, search_neighbours
 
     emb = np.load(index_embeddings)
-    base = IndexConfig(type="ivfpq", num_neighbours=8, nlist=8, nprobe=8, train_size=700, pq_m=2, recall_sample=700)
+    base = index_cfg(type="ivfpq", num_neighbours=8, nlist=8, nprobe=8, train_size=700, pq_m=2, recall_sample=700)
     codes = search_neighbours(emb, dataclasses.replace(base, refine=0))
     refined = search_neighbours(emb, dataclasses.replace(base, refine=8))
     assert refined.recall > codes.recall + 0.1
@@ -469,9 +474,8 @@ def _archives(out: Path) -> dict[str, bytes]:
 
 def test_curate_in_1_2_4_tasks_writes_the_archives_of_one_process(curation_files, tmp_path: Path) -> None:
     from cocu.concepts.archive import run_curation, run_curation_jobs
-    from cocu.concepts.config import CurationConfig
 
-    cfg = CurationConfig(batch_size=5, shard_size=12)  # 50 rows: 5 shards, the last partial
+    cfg = curation_cfg(batch_size=5, shard_size=12)  # 50 rows: 5 shards, the last partial
     files = curation_files(tmp_path / "one")
     captions, names, concept_emb = files.load()
     one = run_curation(files.image_embeddings, files.neighbours, captions, names, concept_emb, files.archives, cfg,
@@ -488,9 +492,8 @@ def test_curate_task_failure_keeps_finished_shards(curation_files, tmp_path: Pat
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import cocu.concepts.archive as archive
     from cocu.concepts.archive import run_curation_jobs
-    from cocu.concepts.config import CurationConfig
 
-    cfg = CurationConfig(batch_size=5, shard_size=12)
+    cfg = curation_cfg(batch_size=5, shard_size=12)
     reference = tmp_path / "ref"
     run_curation_jobs(curation_files(reference), cfg, launcher(curate=2))
     real = archive._commit

@@ -348,11 +348,11 @@ def test_embed_array_on_slurm(tmp_path: Path, embed_corpus_inputs) -> None:
 
 
 def test_index_array_on_slurm(tmp_path: Path, index_embeddings: Path) -> None:
-    from cocu.concepts.config import IndexConfig
+    from tests.test_scaleout import index_cfg
     from cocu.concepts.retrieval import run_index
 
     for kind in ("flat",):  # the approximate kinds split the same way (tests/test_scaleout.py)
-        cfg = IndexConfig(type=kind, num_neighbours=6, nlist=16, nprobe=2, train_size=700, block_size=64,
+        cfg = index_cfg(type=kind, num_neighbours=6, nlist=16, nprobe=2, train_size=700, block_size=64,
                           batch_size=50, recall_sample=100)
         _splits(lambda out, lc: run_index(index_embeddings, cfg, lc, out / "trained", out / "nb.npy", out / "sims.npy"),
                 tmp_path / kind, "index")
@@ -363,9 +363,9 @@ def test_index_array_on_slurm(tmp_path: Path, index_embeddings: Path) -> None:
 
 def test_curate_array_on_slurm(tmp_path: Path, curation_files) -> None:
     from cocu.concepts.archive import run_curation, run_curation_jobs
-    from cocu.concepts.config import CurationConfig
+    from tests.test_scaleout import curation_cfg
 
-    cfg = CurationConfig(batch_size=5, shard_size=12)
+    cfg = curation_cfg(batch_size=5, shard_size=12)
     one = curation_files(tmp_path / "one")
     run_curation(one.image_embeddings, one.neighbours, *one.load(), one.archives, cfg, progress=False)
     _splits(lambda out, lc: run_curation_jobs(curation_files(out), cfg, lc), tmp_path, "curate")

@@ -258,10 +258,15 @@ def check_train_step(cpu: bool) -> None:
     rows with --cpu) become the result."""
     import subprocess
 
-    cmd = [sys.executable, str(REPO / "benchmarks" / "train_step.py"), "--tiny-batch", "16", "--paper-cpu-batch", "1",
-           "--steps", "3", "--warmup", "1", "--gpu-batch", "128"]
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
-    print(out, flush=True)
+    cmd = [sys.executable, str(REPO / "benchmarks" / "train_step.py"), "--tiny-batch", "16", "--paper-cpu-batch", "2",
+           "--steps", "3", "--warmup", "1", "--gpu-batch", "128"]  # batch 2: the projector's BatchNorm needs > 1
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    out = done.stdout
+    print(out, done.stderr[-4000:], flush=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        report("benchmarks/train_step.py", "FAIL", "-", f"exit {done.returncode}: {last[:200]}")
+        return
     want = "cpu" if cpu else "cuda"
     # | config | params | device | dtype | batch | fwd+bwd images/s | +AdamW images/s | peak GiB |
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines() if line.startswith("| ")]

@@ -170,6 +170,14 @@ def test_pairs_validation_through_submitit(tmp_path: Path) -> None:
 # embed: units, tasks, resume
 
 
+@dataclasses.dataclass(frozen=True)
+class Ref:
+    """A shard reference with a source-qualified id, as the `pairs` stage may name shards."""
+
+    path: Path
+    id: str
+
+
 def test_plan_units_one_file_each_empty_files_join_the_next() -> None:
     from cocu.clip.embed import ManifestMismatch, plan_units
 
@@ -181,6 +189,10 @@ def test_plan_units_one_file_each_empty_files_join_the_next() -> None:
     units = plan_units(["00000.tar"] * 4, ["cc3m/00000.tar", "cc12m/00000.tar"])
     assert [(u.shards, u.lo, u.hi) for u in units] == [(("cc3m/00000.tar", "cc12m/00000.tar"), 0, 4)]
     assert [(u.shards, u.lo, u.hi) for u in plan_units([], ["x.tar"])] == [(("x.tar",), 0, 0)]
+    # source-qualified shard references (`.id` as the manifest names them, `.path`): told apart by id
+    refs = [Ref(Path(f"/data/{src}/00000.tar"), f"{src}/00000.tar") for src in ("cc3m", "cc12m")]
+    units = plan_units(["cc3m/00000.tar"] * 2 + ["cc12m/00000.tar"] * 3, refs)
+    assert [(u.shards, u.lo, u.hi) for u in units] == [((refs[0],), 0, 2), ((refs[1],), 2, 5)]
     with pytest.raises(ManifestMismatch, match="rows 3-4 come from shard 'b.tar'"):
         plan_units(["a.tar"] * 3 + ["b.tar"] * 2, ["a.tar", "c.tar"])
 

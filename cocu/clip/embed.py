@@ -269,14 +269,24 @@ class EmbedUnit:
     """One unit of embed work: consecutive shard files and the manifest rows [lo, hi) they hold."""
 
     index: int
-    shards: tuple[str, ...]  # paths, streamed in this order
+    shards: tuple[Any, ...]  # shard files streamed in this order: paths, or refs with `.path` and `.id`
     lo: int
     hi: int
 
 
-def plan_units(shard_column: Sequence[str], shards: Sequence[Path | str]) -> list[EmbedUnit]:
-    """Cut the work into units from the manifest's `shard` column (row i: the file name of the
-    shard that row came from; rows of one shard are consecutive) and the shard files in order.
+def shard_id(shard: Any) -> str:
+    """A shard's name as the manifest's `shard` column holds it: `.id` of a source-qualified
+    shard reference, else the file name."""
+    return shard.id if hasattr(shard, "id") else Path(shard).name
+
+
+def shard_path(shard: Any) -> Path:
+    return Path(shard.path) if hasattr(shard, "path") else Path(shard)
+
+
+def plan_units(shard_column: Sequence[str], shards: Sequence[Any]) -> list[EmbedUnit]:
+    """Cut the work into units from the manifest's `shard` column (row i: the name (`shard_id`)
+    of the shard that row came from; rows of one shard are consecutive) and the shards in order.
 
     A unit is one shard file (or several consecutive files of the same name, whose rows the
     column cannot tell apart) and its rows. A file with no manifest row (empty, corrupt, only bad
@@ -285,17 +295,17 @@ def plan_units(shard_column: Sequence[str], shards: Sequence[Path | str]) -> lis
     names a file that is not among `shards` in that order.
     """
     codes, labels = _run_codes(shard_column)
-    groups: list[tuple[str, list[str]]] = []  # (file name, consecutive files of that name)
-    for path in shards:
-        name = Path(path).name
+    groups: list[tuple[str, list[Any]]] = []  # (shard name, consecutive shards of that name)
+    for shard in shards:
+        name = shard_id(shard)
         if groups and groups[-1][0] == name:
-            groups[-1][1].append(str(path))
+            groups[-1][1].append(shard)
         else:
-            groups.append((name, [str(path)]))
+            groups.append((name, [shard]))
     starts = np.concatenate([[0], np.flatnonzero(codes[1:] != codes[:-1]) + 1]) if len(codes) else codes[:0]
     ends = np.concatenate([starts[1:], [len(codes)]]) if len(codes) else starts
     units: list[EmbedUnit] = []
-    pending: list[str] = []  # files with no rows, waiting for the next unit
+    pending: list[Any] = []  # files with no rows, waiting for the next unit
     g = 0
     for lo, hi in zip(starts.tolist(), ends.tolist()):
         name = labels[codes[lo]]
@@ -328,7 +338,7 @@ def _run_codes(column: Any) -> tuple[np.ndarray, list[str]]:
     return codes.astype(np.int64).reshape(-1), [str(v) for v in labels]
 
 
-def embed_fingerprint(manifest: Path, shards: Sequence[Path | str], weights_sha256: Optional[str],
+def embed_fingerprint(manifest: Path, shards: Sequence[Any], weights_sha256: Optional[str],
                       clip_cfg: ClipConfig, cfg: EmbedConfig, extra: str = "") -> str:
     """sha256 of what a unit's arrays depend on: the manifest's bytes, the shard files (path, size,
     mtime: no read of the images), the weights' sha256, the settings (not `workers`), the code of `cocu/clip` and
@@ -342,9 +352,9 @@ def embed_fingerprint(manifest: Path, shards: Sequence[Path | str], weights_sha2
     with open(manifest, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    for path in shards:
-        st = Path(path).stat()
-        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for shard in shards:
+        st = shard_path(shard).stat()
+        h.update(f"{shard_id(shard)}\0{shard_path(shard)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     h.update(str(weights_sha256).encode())
     return h.hexdigest()
 
@@ -410,7 +420,7 @@ class EmbedWork:
         paths = self._paths(unit)
         for path, array in zip(paths, (images, captions)):
             _save_npy(path, array, fsync=True)
-        done = {"unit": unit.index, "lo": unit.lo, "hi": unit.hi, "shards": [Path(p).name for p in unit.shards],
+        done = {"unit": unit.index, "lo": unit.lo, "hi": unit.hi, "shards": [shard_id(p) for p in unit.shards],
                 "dim": int(images.shape[1]), "bytes": [paths[0].stat().st_size, paths[1].stat().st_size], **info}
         _atomic_text(paths[2], json.dumps(done, sort_keys=True))
 
@@ -471,7 +481,7 @@ class _UnitBatches(torch.utils.data.IterableDataset):
         row_of = _lazy_row_lookup(self.keys)
         for unit in mine:
             counter, dropped = SkipCounter(), []
-            samples = iter_samples([Path(p) for p in unit.shards], counter, self.image_keys, self.caption_key)
+            samples = iter_samples(list(unit.shards), counter, self.image_keys, self.caption_key)
             for lo, pixels, tokens in _prepared_batches(samples, _key_slice(self.keys, unit.lo, unit.hi),
                                                         self.batch_size, self.preprocess, self.tokenizer, dropped,
                                                         unit.lo, row_of):

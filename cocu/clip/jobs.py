@@ -32,7 +32,7 @@ class EmbedInputs:
     """Everything the embed jobs read and write (picklable: it travels to the jobs)."""
 
     manifest: Path
-    shards: tuple[Path, ...]  # in manifest order
+    shards: tuple[Any, ...]  # in manifest order: paths, or source-qualified refs (`.path`, `.id`)
     weights: Path
     clip: ClipConfig
     embed: EmbedConfig
@@ -51,7 +51,7 @@ def embed_inputs(params: Params) -> EmbedInputs:
 
     paths = params.paths
     vocab = load_vocabulary(paths.vocabulary, paths.synonyms, params.vocabulary)
-    return EmbedInputs(
+    return EmbedInputs(  # the shards as the `pairs` stage read them, in the same order
         manifest=Path(paths.pairs_manifest), shards=tuple(list_shards(paths.pairs_shards)),
         weights=Path(paths.clip_weights), clip=params.clip, embed=params.embed,
         image_keys=tuple(params.pairs.image_keys), caption_key=params.pairs.caption_key,

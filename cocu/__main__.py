@@ -56,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dry_run(args: argparse.Namespace) -> int:
-    """One sbatch script per GPU stage (embed, each pretrain run), as submitit would write it."""
+    """One sbatch script per launched stage, as submitit would write it: the job array of each
+    N-sized stage (`launcher.stages`) and each pretrain run."""
     from cocu.config import Params, from_dict, read_yaml
-    from cocu.clip.jobs import embed_launcher
-    from cocu.launch.executor import sbatch_script
+    from cocu.launch.executor import ARRAY_STAGES, sbatch_script, stage_launcher, stage_tasks
     from cocu.training.runs import run_name
 
     try:
@@ -68,11 +68,18 @@ def _dry_run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    jobs = [("embed", embed_launcher(params.launcher))]
-    jobs += [(f"pretrain-{run_name(v, s)}", params.launcher) for v in params.pretrain.variants for s in params.pretrain.seeds]
-    for name, launcher in jobs:
-        print(f"# ---- {name} ({launcher.cluster}; profile {params.run.profile}) ----")
-        print(sbatch_script(launcher, name))
+    try:
+        jobs = [(stage, stage_launcher(params.launcher, stage), stage_tasks(params.launcher, stage))
+                for stage in ARRAY_STAGES]
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    jobs += [(f"pretrain-{run_name(v, s)}", params.launcher, 0) for v in params.pretrain.variants
+             for s in params.pretrain.seeds]
+    for name, launcher, tasks in jobs:
+        what = f"array of {tasks} task(s)" if tasks else "job"
+        print(f"# ---- {name} ({launcher.cluster}; {what}; profile {params.run.profile}) ----")
+        print(sbatch_script(launcher, name, shard=bool(tasks), array=tasks))
     return 0
 
 

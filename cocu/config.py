@@ -186,7 +186,7 @@ class PathsConfig(Checked):
     concept_embeddings: str = spec(nonempty=True)  # [V, D] float16 .npy of "a photo of a {c}"
     concept_names: str = spec(nonempty=True)  # V lines, the concepts in the row order of concept_embeddings
     embed_metrics: str = spec(nonempty=True)
-    index: str = spec(nonempty=True)  # faiss index file
+    index: str = spec(nonempty=True)  # folder: what the index stage trains once (faiss index, or the exact search's row order)
     neighbours: str = spec(nonempty=True)  # [N, L] int64 .npy (-1: no neighbour)
     neighbour_sims: str = spec(nonempty=True)  # [N, L] float32 .npy
     index_metrics: str = spec(nonempty=True)
@@ -262,13 +262,40 @@ class TrackingConfig(Checked):
 
 
 @dataclass(frozen=True)
+class StageLaunch(Checked):
+    """How one stage whose work grows with N is split into jobs (a SLURM job array), and what one
+    of those jobs asks for. The outputs never depend on `tasks`: only how the work is spread."""
+
+    tasks: int = spec(ge=1)  # array tasks the stage's units of work are dealt to (contiguous runs, in order)
+    gpus: int = spec(ge=0, le=1)  # GPUs per task: 0 or 1 (each task uses one device)
+    cpus_per_task: int = spec(ge=1)
+    mem_gb: int = spec(ge=1)
+    timeout_min: int = spec(ge=1)
+    partition: Optional[str] = spec(nonempty=True)  # null: launcher.partition
+
+
+@dataclass(frozen=True)
+class StageLaunches(Checked):
+    """`launcher.stages`: one entry per scaled-out stage (the unit of work in brackets)."""
+
+    pairs: StageLaunch  # validation (shard files)
+    embed: StageLaunch  # CLIP embedding (shard files, resumable)
+    index: StageLaunch  # neighbour queries (row ranges); training: 1 job
+    curate: StageLaunch  # archives (curation shards, resumable)
+    evaluate: StageLaunch  # zero-shot segmentation (benchmarks)
+
+
+@dataclass(frozen=True)
 class LauncherConfig(Checked):
-    """Where GPU stages run (cocu/launch): in-process, a local submitit process, or SLURM."""
+    """Where jobs run (cocu/launch): in-process, a local submitit process, or SLURM. The top-level
+    resources are those of the pre-training job (multi-node DDP); `stages` says how each N-sized
+    stage is split into array tasks."""
 
     cluster: Literal["local", "debug", "slurm"]
     partition: Optional[str] = spec(nonempty=True)  # SLURM partition (null: the cluster's default)
     nodes: int = spec(ge=1)
     gpus_per_node: int = spec(ge=0)  # 0: CPU only
+    tasks_per_node: Optional[int] = spec(ge=1)  # null: one per GPU (1 on CPU); e.g. 2 for 2-rank CPU DDP
     cpus_per_task: int = spec(ge=1)
     mem_gb: int = spec(ge=1)
     timeout_min: int = spec(ge=1)  # wall time of one job; a pre-empted or timed-out job is requeued
@@ -276,6 +303,8 @@ class LauncherConfig(Checked):
     max_requeues: int = spec(ge=0)
     folder: str = spec(nonempty=True)  # submitit logs and pickles
     extra_sbatch: dict[str, str]  # further `#SBATCH --key=value` lines (e.g. account, qos); nothing refers to them
+    array_parallelism: int = spec(ge=1)  # at most this many tasks of one array run at once
+    stages: StageLaunches
 
 
 @dataclass(frozen=True)
@@ -366,6 +395,7 @@ class EmbedConfig(Checked):
     device: Literal["auto", "cpu", "cuda"]  # resolved by cocu/launch
     prompt: str  # concept prompt template with one `{}`; no trailing period
     autocast: bool  # fp16 autocast on CUDA (no-op on CPU)
+    workers: int = spec(ge=0)  # data workers decoding shards in each embed task (0: in the task's process)
 
     def _check(self) -> None:
         if self.prompt.count("{}") != 1:
@@ -380,14 +410,17 @@ class EmbedConfig(Checked):
 class IndexConfig(Checked):
     """Image->image neighbour search (the `index` stage)."""
 
-    type: Literal["flat", "ivf", "hnsw"]  # flat = exact inner product (the reference)
+    type: Literal["flat", "ivf", "ivfpq", "hnsw"]  # flat = exact inner product (the reference)
     num_neighbours: int = spec(ge=1)  # L in the paper: neighbours per anchor, the anchor itself included
-    nlist: int = spec(ge=1)  # ivf: number of inverted lists (coarse centroids)
-    nprobe: int = spec(ge=1)  # ivf: lists visited per query (at most nlist)
+    nlist: int = spec(ge=1)  # ivf, ivfpq: number of inverted lists (coarse centroids)
+    nprobe: int = spec(ge=1)  # ivf, ivfpq: lists visited per query (at most nlist)
+    pq_m: int = spec(ge=1)  # ivfpq: product-quantiser sub-vectors (bytes a vector at 8 bits); divides the dimension
+    pq_bits: int = spec(ge=1, le=16)  # ivfpq: bits per sub-vector code
+    refine: int = spec(ge=0)  # ivfpq: fetch refine * L candidates by code distance, re-rank them exactly (0: codes only)
     hnsw_m: int = spec(ge=2)  # hnsw: graph degree
     ef_construction: int = spec(ge=1)  # hnsw: candidate list size while building
     ef_search: int = spec(ge=1)  # hnsw: candidate list size while searching
-    train_size: int = spec(ge=1)  # ivf: vectors sampled (seeded) to train the coarse quantiser (>= nlist)
+    train_size: int = spec(ge=1)  # ivf, ivfpq: vectors sampled (seeded) to train the quantisers (>= nlist)
     batch_size: int = spec(ge=1)  # queries per search call / query block of the exact search
     block_size: int = spec(ge=1)  # exact search: rows per matrix-multiply block (memory ~ block_size^2 floats)
     recall_sample: int = spec(ge=0)  # approximate indexes: queries checked against exact search (0: skip)
@@ -396,7 +429,7 @@ class IndexConfig(Checked):
     def _check(self) -> None:
         if self.nprobe > self.nlist:
             self._fail("nprobe", f"must be <= {{p}}nlist ({self.nlist})")
-        if self.type == "ivf" and self.train_size < self.nlist:
+        if self.type in ("ivf", "ivfpq") and self.train_size < self.nlist:
             self._fail("train_size", f"must be >= {{p}}nlist ({self.nlist}): k-means needs a point per list")
 
 

@@ -1,7 +1,9 @@
 """DVC stage `curate`: the concept archive of every pair (CoCu, docs/method.md §2-5): vision-driven
 expansion over the L image neighbours, the official ranking score, and k-means clusters of each
 archive's concepts. Parquet shards, streamed with memory bounded by the batch, resumable per
-shard (the output is `persist`ed: a killed run redoes only unfinished shards).
+shard (the output is `persist`ed: a killed run redoes only unfinished shards). The shards are the
+units of a job array (`launcher.stages.curate.tasks`), after one job that checks and fingerprints
+the inputs; the archives are the same bytes for any number of tasks.
 
 DVC metrics `paths.curate_metrics`: pairs, mean archive size, recall of the concepts captions
 missed (synthetic world); `<paths.details>/curate.json`: every curation metric and the
@@ -20,10 +22,9 @@ log = logging.getLogger("curate")
 
 
 def main(params_file: Path) -> None:
-    import numpy as np  # after run_stage has checked the params
 
     from cocu.clip.embed import read_concept_names
-    from cocu.concepts.archive import read_caption_concepts, run_curation
+    from cocu.concepts.archive import CurationFiles, read_caption_concepts, run_curation_jobs
     from cocu.concepts.audit import benchmark_class_names, ground_truth_csr
     from cocu.concepts.metrics import curation_metrics, leakage_audit
     from cocu.concepts.vocabulary import load_vocabulary
@@ -32,10 +33,11 @@ def main(params_file: Path) -> None:
 
     params = load_params(params_file)
     paths, cfg = params.paths, params.curation
+    files = CurationFiles(Path(paths.image_embeddings), Path(paths.neighbours), Path(paths.caption_concepts),
+                          Path(paths.concept_names), Path(paths.concept_embeddings), Path(paths.archives))
+    stats = run_curation_jobs(files, cfg, params.launcher)
     names = read_concept_names(Path(paths.concept_names))
     captions = read_caption_concepts(paths.caption_concepts, names)
-    stats = run_curation(paths.image_embeddings, paths.neighbours, captions, names,
-                         np.load(paths.concept_embeddings).astype(np.float32), paths.archives, cfg)
     truth = ground_truth_csr(paths.pairs_manifest, names)
     present, mentioned = truth if truth is not None else (None, None)
     metrics = curation_metrics(paths.archives, captions, names, present, mentioned, cfg.top_k)

@@ -1,13 +1,14 @@
 """DVC stage `embed`: unit-norm CLIP image and caption embeddings of every pair (float16 .npy,
 row i = manifest row i) and of every vocabulary concept ("a photo of a {c}"), with the concept
-names in the same row order. A GPU stage: it runs through cocu/launch (in-process locally).
+names in the same row order. A GPU stage through cocu/launch: the shard files are dealt to
+`launcher.stages.embed.tasks` array tasks, each finished shard kept in a partial folder (a
+pre-empted or failed task redoes only unfinished ones), then one job joins them in manifest order.
 
 DVC metrics `paths.embed_metrics`: pairs, concepts, skipped; `<paths.details>/embed.json`: sizes,
-skip reasons, the weights' sha256; MLflow: all of it and the throughput."""
+skip reasons, the weights' sha256; MLflow: all of it, the throughput and how the work was split."""
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 
@@ -19,14 +20,13 @@ TIMINGS = ("seconds", "pairs_per_second")
 
 
 def main(params_file: Path) -> None:
-    from cocu.clip.jobs import embed_job, embed_launcher  # after run_stage has checked the params
-    from cocu.launch.executor import run_job
+    from cocu.clip.jobs import embed_corpus, embed_inputs  # after run_stage has checked the params
     from cocu.tracking import start_run
     from cocu.tracking.run_info import numeric_leaves, write_json, write_metrics
 
     params = load_params(params_file)
-    stats = run_job(functools.partial(embed_job, params), cfg=embed_launcher(params.launcher), name="embed")
-    timings = {k: stats.pop(k) for k in TIMINGS}  # MLflow only: a re-run must not change a committed byte
+    stats = embed_corpus(embed_inputs(params), params.launcher)
+    timings = {k: stats.pop(k) for k in (*TIMINGS, "tasks", "units_reused")}  # MLflow only: not committed
     skipped = {k.removeprefix("skipped/"): stats.pop(k) for k in list(stats) if k.startswith("skipped/")}
     details = {**stats, "skipped": skipped}
     write_metrics(params.paths.embed_metrics, {"pairs": stats["rows"], "concepts": stats["concepts"],

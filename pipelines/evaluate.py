@@ -7,8 +7,10 @@ IoU, the card, the checkpoint's sha256), `<benchmark>.counts.npz` (per-image cou
 bootstrap of the report resamples them) and example predictions beside the ground truth in
 `<benchmark>_examples/`; the DVC metrics file `<paths.eval_metrics>/<variant>-s<seed>.json`
 (`mIoU/<benchmark>` only: aAcc, mAcc and the rest are in the per-benchmark files, and in MLflow); and
-one MLflow run per checkpoint. All checkpoints are evaluated in
-one process (a process costs seconds of start-up, more than a synthetic benchmark's evaluation).
+one MLflow run per checkpoint. The benchmarks of a checkpoint run through cocu/launch, dealt to
+`launcher.stages.evaluate.tasks` jobs: 1 (the default) is one job, in this process locally, the
+model loaded once (a process costs seconds of start-up, more than a synthetic benchmark's whole
+evaluation); on a cluster with the eight real benchmarks, one task per benchmark runs them side by side.
 """
 
 from __future__ import annotations
@@ -24,27 +26,20 @@ SUMMARY_KEYS = ("mIoU", "aAcc", "mAcc")
 
 
 def main(params_file: Path) -> None:
-    import torch  # after run_stage has checked the params
-
-    from cocu.data.benchmarks import active_roots
-    from cocu.eval.evaluate import evaluate_checkpoint
-    from cocu.launch.device import resolve_device
+    from cocu.data.benchmarks import active_roots  # after run_stage has checked the params
+    from cocu.eval.jobs import evaluate_benchmarks
     from cocu.tracking import start_run
     from cocu.tracking.run_info import write_json, write_metrics
     from cocu.training.runs import configured_runs, run_name, run_outputs
 
     params = load_params(params_file)  # EvalConfig checks that every active name has a protocol card
-    if params.eval.threads > 0:
-        torch.set_num_threads(params.eval.threads)
     cards = {b: params.eval.benchmarks[b] for b in params.eval.active}
-    device = resolve_device("auto")
     for variant, seed in configured_runs(params):
         run = run_name(variant, seed)
         out_dir = Path(params.paths.results) / variant / f"s{seed}"
-        results = evaluate_checkpoint(run_outputs(params, variant, seed)["checkpoint"], cards,
-                                      active_roots(params), params.data.mean, params.data.std,
-                                      overlay_root=out_dir, num_overlays=params.eval.overlays, device=device,
-                                      counts_root=out_dir)
+        results = evaluate_benchmarks(run_outputs(params, variant, seed)["checkpoint"], cards, active_roots(params),
+                                      params.data.mean, params.data.std, out_dir, params.eval.overlays,
+                                      params.eval.threads, params.launcher, f"evaluate-{run}")
         for bench, result in results.items():
             result.update(variant=variant, seed=seed, profile=params.run.profile)
             write_json(out_dir / f"{bench}.json", result)

@@ -7,6 +7,7 @@ by `pairs.shards_glob` (outside the repo: only read, never a DVC output; keys so
 there are several sources), after checking they are the ones the `inputs` stage fingerprinted.
 Either way the shards are read back, bad samples are skipped and counted, and `manifest.parquet`
 lists the rest.
+The validation (a decode of every image) runs as a job array (`launcher.stages.pairs`).
 
 Writes `paths.pairs_metrics` (DVC metrics: valid pairs, skipped count), `<paths.details>/pairs.json`
 (per corpus: shards, written, valid, skip reasons, mention rate) and an MLflow run with all of it
@@ -33,16 +34,18 @@ def main(params_file: Path) -> None:
     paths, cfg = params.paths, params.world
     if params.pairs.source == "synthetic":
         stats = [
-            pairs.build_synthetic_corpus(cfg, cfg.counts.pairs, "pairs", Path(paths.pairs_shards), Path(paths.pairs_manifest)),
+            pairs.build_synthetic_corpus(cfg, cfg.counts.pairs, "pairs", Path(paths.pairs_shards), Path(paths.pairs_manifest),
+                                         params.launcher),
             pairs.build_synthetic_corpus(cfg, cfg.counts.teacher, "teacher", Path(paths.teacher_shards),
-                                         Path(paths.teacher_manifest)),
+                                         Path(paths.teacher_manifest), params.launcher),
         ]
         pairs.synthetic_gallery(cfg, Path(paths.pairs_manifest), Path(paths.world_gallery))
     else:
         shards = sources.pair_shards(params)
         fingerprint = Path(paths.inputs) / "pairs.json"
         sources.check_unchanged(fingerprint, sources.pairs_inputs(params), "the pair shards")
-        stats = [pairs.index_corpus(shards, params.pairs, Path(paths.pairs_manifest), name="pairs")]
+        stats = [pairs.index_corpus(shards, params.pairs, Path(paths.pairs_manifest), name="pairs",
+                                    launcher=params.launcher)]
         sources.check_unchanged(fingerprint, sources.pairs_inputs(params), "the pair shards")  # not during the read
         pairs.write_empty_corpus(Path(paths.pairs_shards), None)  # the synthetic shards' folder stays empty
         pairs.write_empty_corpus(Path(paths.teacher_shards), Path(paths.teacher_manifest))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -13,20 +14,18 @@ import numpy as np
 import pytest
 import yaml
 
-from cocu.config import LauncherConfig, TrainConfig
+from cocu.config import TrainConfig, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 
 # Configs that tests vary with `dataclasses.replace`. Configs have no defaults, so every value is
-# stated here: the paper's optimiser settings (lrs at a reference batch of 4096) and a one-process
-# local launcher.
+# stated here: the paper's optimiser settings (lrs at a reference batch of 4096); the launcher is the
+# repo's params.yaml section, run locally.
 BASE_TRAIN = TrainConfig(batch_size=256, epochs=30, warmup_epochs=2, steps=None, warmup_steps=None, accum_steps=1,
                          base_lr=1.6e-3, warmup_lr=4e-6, min_lr=4e-5, lr_reference_batch=4096, weight_decay=0.05,
                          betas=(0.9, 0.999), clip_grad=5.0, amp=True, amp_dtype="bf16", num_prompts=3,
                          mlc_weight=1.0, checkpoint_every=1000, keep_checkpoints=2, log_every=10, seed=0)
-LOCAL_LAUNCHER = LauncherConfig(cluster="local", partition=None, nodes=1, gpus_per_node=0, cpus_per_task=2, mem_gb=8,
-                                timeout_min=60, signal_delay_s=120, max_requeues=3, folder="logs/submitit",
-                                extra_sbatch={})
+LOCAL_LAUNCHER = dataclasses.replace(load_params(REPO / "params.yaml").launcher, cluster="local", folder="logs/submitit")
 
 
 def section(cls: type, name: str, **overrides: object) -> object:

@@ -141,21 +141,28 @@ def test_repeated_key_in_shards_is_skipped_like_the_manifest_does(tmp_path: Path
     np.testing.assert_array_equal(np.load(tmp_path / "i.npy"), ref)  # the first copy is the one embedded
 
 
-def test_run_embed_writes_all_outputs(tmp_path: Path) -> None:
-    from cocu.config import EmbedConfig
-    from cocu.clip.embed import run_embed
+def test_embed_corpus_writes_all_outputs(tmp_path: Path) -> None:
+    import dataclasses
+
+    from cocu.clip.jobs import EmbedInputs, embed_corpus
     from cocu.clip.model import build_tiny_clip, save_weights
+    from tests.test_scaleout import REPO_PARAMS, launcher
 
     shards, path = _corpus(tmp_path, n=9)
     weights = tmp_path / "clip.pt"
     digest = save_weights(build_tiny_clip(TINY), weights)
     out = tmp_path / "emb"
-    cfg = EmbedConfig(batch_size=4, device="cpu", prompt="a photo of a {}", autocast=True)
-    metrics = run_embed(iter_samples(shards), read_manifest_keys(path), ["red", "traffic cone"], TINY, weights,
-                        cfg, CPU, out / "img.npy", out / "txt.npy", out / "c.npy", out / "c.txt")
+    inputs = EmbedInputs(manifest=path, shards=tuple(shards), weights=weights, clip=TINY,
+                         embed=dataclasses.replace(REPO_PARAMS.embed, batch_size=4), image_keys=("jpg",),
+                         caption_key="txt",
+                         concepts=("red", "traffic cone"), image_out=out / "img.npy", text_out=out / "txt.npy",
+                         concept_out=out / "c.npy", names_out=out / "c.txt")
+    metrics = embed_corpus(inputs, launcher())
     assert metrics["rows"] == 9 and metrics["concepts"] == 2 and metrics["weights_sha256"] == digest
+    assert metrics["units"] == 2 and metrics["units_reused"] == 0  # one unit per shard file
     assert np.load(out / "img.npy").shape == (9, TINY.embed_dim) and np.load(out / "c.npy").shape == (2, TINY.embed_dim)
     assert read_concept_names(out / "c.txt") == ["red", "traffic cone"]
+    assert sorted(p.name for p in out.iterdir()) == ["c.npy", "c.txt", "img.npy", "txt.npy"]  # no partial folder
 
 
 @pytest.mark.gpu

@@ -9,6 +9,7 @@ from PIL import Image
 from cocu.config import WorldConfig, from_dict
 from cocu.data import world
 from cocu.data.gallery import label_colours, write_gallery
+from tests.conftest import LOCAL_LAUNCHER
 
 CFG = from_dict(WorldConfig, dict(
     size="smoke", sizes={"smoke": {"pairs": 8, "teacher": 8, "benchmark": 4}}, image_size=32, min_concepts=2,
@@ -50,7 +51,8 @@ def _corpus_dropping(tmp_path, monkeypatch, n: int, drop: set[int]):
         return data[: len(data) // 2] if next(calls) in drop else data
 
     monkeypatch.setattr(pairs, "encode_jpeg", flaky)
-    stats = pairs.build_synthetic_corpus(CFG, n, "pairs", tmp_path / "shards", tmp_path / "manifest.parquet")
+    stats = pairs.build_synthetic_corpus(CFG, n, "pairs", tmp_path / "shards", tmp_path / "manifest.parquet",
+                                         LOCAL_LAUNCHER)
     assert stats.skipped["truncated_image"] == len(drop)
     return tmp_path / "manifest.parquet"
 
@@ -89,6 +91,6 @@ def test_real_gallery_skips_a_repeat_the_manifest_dropped(tmp_path):
     counter = SkipCounter()
     write_manifest(index_shards(shards, counter), tmp_path / "manifest.parquet")
     assert counter.as_dict()["duplicate_key"] == 1
-    shown = real_gallery(shards, PairsConfig(source="webdataset", shards_glob=None, caption_key="txt", image_keys=("jpg", "jpeg", "png", "webp")), tmp_path / "manifest.parquet",
-                         tmp_path / "gallery.png", n=3)
+    pairs = PairsConfig(source="webdataset", shards_glob=None, caption_key="txt", image_keys=("jpg", "jpeg", "png", "webp"))
+    shown = real_gallery(shards, pairs, tmp_path / "manifest.parquet", tmp_path / "gallery.png", n=3)
     assert shown == ["a", "b", "c"]  # not the second "a" of shard 000001.tar

@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 import submitit
+import yaml
 from submitit.helpers import DelayedSubmission
 
 import cocu.launch.distributed  # noqa: F401  (imports torch at collection, not inside a timed test)
 from cocu.config import ConfigError, LauncherConfig, from_dict
 from cocu.launch import executor as ex
 from cocu.launch.jobs import CheckpointableTask, JobCall, distributed_env, master_port
-from tests.conftest import LOCAL_LAUNCHER, write_params
+from tests.conftest import LOCAL_LAUNCHER, REPO, write_params
 
-SLURM_2x4 = {
+SLURM_2x4 = {  # the repo's launcher keys, a 2-node x 4-GPU pre-training job
+    **yaml.safe_load((REPO / "params.yaml").read_text())["launcher"],
     "cluster": "slurm", "partition": "gpu", "nodes": 2, "gpus_per_node": 4, "cpus_per_task": 8, "mem_gb": 256,
     "timeout_min": 1440, "signal_delay_s": 120, "max_requeues": 3, "folder": "logs/submitit",
     "extra_sbatch": {"constraint": "a100", "qos": "high", "exclusive": ""},
@@ -157,3 +159,36 @@ def test_job_call_is_a_plain_call_in_process(caplog: pytest.LogCaptureFixture) -
     level = logging.getLogger().level
     assert JobCall(_square, 5)() == 25
     assert logging.getLogger().level == level  # in-process: the caller's logging is untouched
+
+
+def test_resumable_array_element_requeues_itself(tmp_path: Path) -> None:
+    """A resumable element (map_shards(..., resumable=True)) is checkpointable: on USR2 submitit
+    requeues the same call, which finds its finished units on disk."""
+    from cocu.launch.jobs import ResumableCall
+
+    call = ResumableCall(_read_step, tmp_path)
+    (tmp_path / "unit-0").touch()
+    assert call() == 1
+    delayed = call.checkpoint()
+    assert isinstance(delayed, DelayedSubmission) and delayed.function is call
+    (tmp_path / "unit-1").touch()
+    assert delayed.result() == 2
+    assert not hasattr(JobCall(_read_step, tmp_path), "checkpoint")  # plain elements are not requeued on timeout
+    assert ex.map_shards(_square, [2, 3], replace(LOCAL_LAUNCHER, cluster="debug"), "r", tmp_path / "jobs",
+                          resumable=True) \
+        == [4, 9]
+
+
+def test_cli_dry_run_of_an_array_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stages = {s: {"tasks": 1, "gpus": 0, "cpus_per_task": 2, "mem_gb": 8, "timeout_min": 60, "partition": None}
+              for s in ("pairs", "embed", "index", "curate", "evaluate")}
+    stages["embed"] = {"tasks": 16, "gpus": 1, "cpus_per_task": 10, "mem_gb": 64, "timeout_min": 720, "partition": None}
+    params = write_params(tmp_path, launcher={**SLURM_2x4, "folder": str(tmp_path / "jobs"), "stages": stages,
+                                              "array_parallelism": 8})
+    assert ex.main(["--params", str(params), "--dry-run", "--stage", "embed"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for line in ("#SBATCH --array=0-15%8", "#SBATCH --nodes=1", "#SBATCH --gpus-per-node=1", "#SBATCH --ntasks-per-node=1",
+                 "#SBATCH --cpus-per-task=10", "#SBATCH --mem=64GB", "#SBATCH --time=720", "#SBATCH --partition=gpu"):
+        assert line in lines, line
+    assert ex.main(["--params", str(params), "--stage", "embed"]) == 0
+    assert '"array_tasks": 16' in capsys.readouterr().out

@@ -23,7 +23,7 @@ from cocu.concepts.retrieval import (
 )
 
 # the repository's index settings; each test states the ones it depends on
-BASE = IndexConfig(type="flat", num_neighbours=8, nlist=1024, nprobe=16, hnsw_m=32, ef_construction=80, ef_search=64,
+BASE = IndexConfig(type="flat", num_neighbours=8, nlist=1024, nprobe=16, pq_m=64, pq_bits=8, refine=4, hnsw_m=32, ef_construction=80, ef_search=64,
                    train_size=100_000, batch_size=4096, block_size=4096, recall_sample=1000, seed=0)
 
 

@@ -16,6 +16,7 @@ from cocu.data.manifest import index_shards
 from cocu.data.pairs import index_corpus
 from cocu.data.shards import (RawSample, SkipCounter, encode_jpeg, is_valid_key, iter_samples, key_problem,
                               list_shards, read_tar, shard_images, split_member, write_shards)
+from tests.conftest import LOCAL_LAUNCHER
 
 
 def _jpeg(seed: int) -> bytes:
@@ -123,7 +124,7 @@ def test_adjacent_duplicate_key_is_counted_and_the_first_kept(tmp_path):
     samples = [(f"k{i:03d}", _jpeg(i), f"caption {i}".encode()) for i in range(23)]
     samples[6] = ("k005", _jpeg(6), b"the second k005")  # right after k005
     path = _tar(tmp_path / "000000.tar", _members(samples))
-    stats = index_corpus([path], PairsConfig(source="webdataset", shards_glob=None, caption_key="txt", image_keys=("jpg", "jpeg", "png", "webp")), tmp_path / "manifest.parquet", name="pairs")
+    stats = index_corpus([path], PairsConfig(source="webdataset", shards_glob=None, caption_key="txt", image_keys=("jpg", "jpeg", "png", "webp")), tmp_path / "manifest.parquet", name="pairs", launcher=LOCAL_LAUNCHER)
     assert (stats.written, stats.valid) == (23, 22)
     assert stats.skipped["duplicate_key"] == 1 and sum(stats.skipped.values()) == 1
     frame = pd.read_parquet(tmp_path / "manifest.parquet")

@@ -6,6 +6,7 @@ functions live in this module, which the jobs import (their working directory is
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -13,7 +14,6 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -150,13 +150,14 @@ def train_step(x):
 """
 FAILING_STAGE = """
 import logging, sys
-from cocu.config import LauncherConfig
+from dataclasses import replace
+from cocu.config import load_params
 from cocu.launch.executor import run_job
 from stagefns import train_step
 
 logging.basicConfig(level=logging.INFO)
-cfg = LauncherConfig(cluster="slurm", partition=sys.argv[2], nodes=1, gpus_per_node=0, cpus_per_task=1, mem_gb=1,
-                     timeout_min=5, signal_delay_s=30, max_requeues=3, folder="logs/submitit", extra_sbatch={})
+cfg = replace(load_params("params.yaml").launcher, cluster="slurm", partition=sys.argv[2], cpus_per_task=1, mem_gb=1,
+              timeout_min=5, signal_delay_s=30)
 run_job(train_step, 17, cfg=cfg, name="failing", folder=sys.argv[1], poll_s=0.2)
 """
 
@@ -195,13 +196,6 @@ def _fail_on_odd(x: int) -> int:
     return x
 
 
-@dataclass(frozen=True)
-class TwoTaskLauncher(LauncherConfig):
-    """The proposed `tasks_per_node` field (not in params yet): 2 CPU tasks on one node."""
-
-    tasks_per_node: Optional[int] = None
-
-
 def _all_reduce_rank() -> tuple[int, int, float, str]:
     import torch
     import torch.distributed as tdist
@@ -218,7 +212,7 @@ def _all_reduce_rank() -> tuple[int, int, float, str]:
 
 
 def test_multi_task_job_forms_a_process_group(tmp_path: Path) -> None:
-    cfg = TwoTaskLauncher(**{**SLURM.__dict__, "tasks_per_node": 2})
+    cfg = dataclasses.replace(SLURM, tasks_per_node=2)  # 2 CPU ranks on one node
     job = submit_job(_all_reduce_rank, cfg=cfg, name="ddp", folder=tmp_path)
     assert job.num_tasks == 2
     rank0 = wait_for(job, "ddp", poll_s=0.5)
@@ -287,3 +281,162 @@ def test_preempted_pretraining_resumes_to_the_same_weights(tmp_path: Path) -> No
     ours, theirs = (load_checkpoint(r.checkpoint)["model"] for r in (result, reference))
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+# ----------------------------------------------------------------------------------------------
+# the N-sized stages as job arrays of 1, 2 and 4 tasks: the same outputs (tests/test_scaleout.py
+# has the inputs and the in-process versions). The three splits run side by side (threads), so
+# their jobs share the node as they would share a cluster.
+
+
+def _stage_launcher(folder: Path, stage: str, tasks: int) -> LauncherConfig:
+    from tests.test_scaleout import launcher
+
+    base = launcher("slurm")
+    one = dataclasses.replace(getattr(base.stages, stage), tasks=tasks, gpus=0, cpus_per_task=1, mem_gb=2,
+                              timeout_min=10, partition=SLURM.partition)
+    return dataclasses.replace(base, folder=str(folder), signal_delay_s=SLURM.signal_delay_s,
+                               stages=dataclasses.replace(base.stages, **{stage: one}))
+
+
+def _splits(run, tmp_path: Path, stage: str, splits=(1, 2, 4)) -> dict[int, object]:
+    """{tasks: run(out_dir, launcher)} for each split, submitted side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(splits)) as pool:
+        futures = {t: pool.submit(run, tmp_path / f"t{t}", _stage_launcher(tmp_path / "jobs", stage, t))
+                   for t in splits}
+        return {t: f.result() for t, f in futures.items()}
+
+
+def _bytes(folder: Path, pattern: str = "*") -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob(pattern)) if p.is_file()}
+
+
+def test_pairs_validation_array_on_slurm(tmp_path: Path) -> None:
+    from cocu.config import PairsConfig
+    from cocu.data import manifest
+    from cocu.data.pairs import validate_shards
+    from cocu.data.shards import SkipCounter
+    from tests.test_scaleout import messy_shards
+
+    shards = messy_shards(tmp_path / "shards")
+    serial_counter = SkipCounter()
+    serial = manifest.index_shards(shards, serial_counter)
+
+    def run(out: Path, cfg: LauncherConfig):
+        counter = SkipCounter()
+        frame = validate_shards(shards, PairsConfig(source="webdataset"), counter, cfg, "pairs", out / "m.parquet")
+        manifest.write_manifest(frame, out / "m.parquet")
+        return counter.as_dict()
+
+    counts = _splits(run, tmp_path, "pairs")
+    manifest.write_manifest(serial, tmp_path / "serial.parquet")
+    for t in (1, 2, 4):
+        assert (tmp_path / f"t{t}" / "m.parquet").read_bytes() == (tmp_path / "serial.parquet").read_bytes()
+        assert counts[t] == serial_counter.as_dict()
+    assert len(job_ids(tmp_path / "jobs" / "pairs-pairs")) == 3  # one array (or job) per split
+
+
+def test_embed_array_on_slurm(tmp_path: Path, embed_corpus_inputs) -> None:
+    from cocu.clip.jobs import embed_corpus
+
+    _, _, inputs = embed_corpus_inputs
+    stats = _splits(lambda out, cfg: embed_corpus(inputs(out), cfg), tmp_path, "embed")
+    assert _bytes(tmp_path / "t1") == _bytes(tmp_path / "t2") == _bytes(tmp_path / "t4")
+    assert [stats[t]["tasks"] for t in (1, 2, 4)] == [1, 2, 4]
+    assert stats[1]["duplicates_skipped"] == stats[4]["duplicates_skipped"] == 3
+
+
+def test_index_array_on_slurm(tmp_path: Path, index_embeddings: Path) -> None:
+    from tests.test_scaleout import index_cfg
+    from cocu.concepts.retrieval import run_index
+
+    for kind in ("flat",):  # the approximate kinds split the same way (tests/test_scaleout.py)
+        cfg = index_cfg(type=kind, num_neighbours=6, nlist=16, nprobe=2, train_size=700, block_size=64,
+                          batch_size=50, recall_sample=100)
+        _splits(lambda out, lc: run_index(index_embeddings, cfg, lc, out / "trained", out / "nb.npy", out / "sims.npy"),
+                tmp_path / kind, "index")
+        results = {t: _bytes(tmp_path / kind / f"t{t}", "*.npy") for t in (1, 2, 4)}
+        assert set(results[1]) == {"nb.npy", "sims.npy"} | ({"trained/order.npy"} if kind == "flat" else set())
+        assert results[1] == results[2] == results[4], kind
+
+
+def test_curate_array_on_slurm(tmp_path: Path, curation_files) -> None:
+    from cocu.concepts.archive import run_curation, run_curation_jobs
+    from tests.test_scaleout import curation_cfg
+
+    cfg = curation_cfg(batch_size=5, shard_size=12)
+    one = curation_files(tmp_path / "one")
+    run_curation(one.image_embeddings, one.neighbours, *one.load(), one.archives, cfg, progress=False)
+    _splits(lambda out, lc: run_curation_jobs(curation_files(out), cfg, lc), tmp_path, "curate")
+    for t in (1, 2, 4):
+        assert _bytes(tmp_path / f"t{t}", "archive-*") == _bytes(tmp_path / "one", "archive-*"), t
+
+
+def test_evaluate_array_on_slurm(tmp_path: Path, eval_inputs) -> None:
+    import json
+
+    _, run = eval_inputs
+    results = _splits(run, tmp_path, "evaluate")  # 4 tasks for 3 benchmarks: 3 tasks
+    assert json.dumps(results[1], sort_keys=True) == json.dumps(results[2], sort_keys=True) \
+        == json.dumps(results[4], sort_keys=True)
+    assert _bytes(tmp_path / "t1", "*.png") == _bytes(tmp_path / "t2", "*.png") == _bytes(tmp_path / "t4", "*.png")
+
+
+@dataclass
+class SlowUnits:
+    """A resumable array element: units 0..n-1 in order, each marked done on disk; appends its
+    start to starts.txt and `<attempt> <unit>` to started.txt as it starts a unit."""
+
+    folder: Path
+    n: int = 6
+    unit_s: float = 0.5
+
+    def __call__(self, element: int) -> list[int]:
+        base = self.folder / f"element{element}"
+        base.mkdir(parents=True, exist_ok=True)
+        with (base / "starts.txt").open("a") as f:
+            f.write(f"{os.environ.get('SLURM_RESTART_COUNT', '-')}\n")
+        for unit in range(self.n):
+            if (base / f"unit-{unit}").exists():
+                continue
+            with (base / "started.txt").open("a") as f:
+                f.write(f"{os.environ.get('SLURM_RESTART_COUNT', '0')} {unit}\n")
+            time.sleep(self.unit_s)
+            (base / f"unit-{unit}").touch()
+        return sorted(int(p.name.split("-")[1]) for p in base.glob("unit-*"))
+
+
+def test_timed_out_array_element_requeues_and_redoes_only_unfinished_units(tmp_path: Path) -> None:
+    """A 2-minute limit: submitit counts any USR2 as a time-out (under 10 minutes, always), which
+    requeues only a checkpointable call: ResumableCall. A plain JobCall would end FAILED."""
+    from cocu.launch.executor import make_executor
+    from cocu.launch.jobs import ResumableCall
+
+    work = SlowUnits(tmp_path / "work")
+    cfg = dataclasses.replace(SLURM, timeout_min=2, signal_delay_s=60)
+    jobs = make_executor(cfg, "units", tmp_path / "jobs", shard=True).submit_array(
+        [ResumableCall(work, e) for e in (0, 1)])  # what map_shards(..., resumable=True) submits
+    element0 = tmp_path / "work" / "element0"
+    deadline = time.monotonic() + 120
+    while len(list(element0.glob("unit-*"))) < 2:
+        assert time.monotonic() < deadline and not jobs[0].done(), "element 0 finished no unit"
+        time.sleep(0.1)
+    jobs[0]._interrupt(timeout=True)  # USR2 alone: the time limit is near
+    assert [wait_for(job, "units", poll_s=0.5) for job in jobs] == [list(range(6))] * 2
+    started = [line.split() for line in (element0 / "started.txt").read_text().splitlines()]
+    first = [int(u) for a, u in started if a == "0"]
+    again = [int(u) for a, u in started if a == "1"]
+    assert len(first) >= 2 and again and sorted(set(first) | set(again)) == list(range(6))
+    assert set(first) & set(again) <= {first[-1]}  # only the unit in progress at the pre-emption is redone
+    assert (element0 / "starts.txt").read_text().split() == ["-", "1"]
+    assert sacct_states(jobs[0].job_id, rows=2) == ["REQUEUED", "COMPLETED"]
+
+
+from tests.test_scaleout import (  # noqa: E402,F401 (fixtures)
+    curation_files,
+    embed_corpus_inputs,
+    eval_inputs,
+    index_embeddings,
+)

@@ -25,7 +25,7 @@ from cocu.data.sources import (
     shards_fingerprint,
 )
 
-from .conftest import section, write_params
+from .conftest import LOCAL_LAUNCHER, section, write_params
 
 SOURCES = ("cc3m", "cc12m", "yfcc14m")
 
@@ -51,7 +51,8 @@ def three_sources(tmp_path: Path) -> dict[str, str]:
 def test_three_sources_with_colliding_names_keep_every_sample(three_sources, tmp_path):
     refs = resolve_shards(section(PairsConfig, "pairs", source="webdataset", shards_glob=three_sources), tmp_path / "own")
     assert [r.id for r in refs] == [f"{s}/{n}" for s in SOURCES for n in ("000000.tar", "000001.tar")]
-    stats = index_corpus(refs, section(PairsConfig, "pairs", source="webdataset"), tmp_path / "manifest.parquet", name="pairs")
+    stats = index_corpus(refs, section(PairsConfig, "pairs", source="webdataset"), tmp_path / "manifest.parquet", name="pairs",
+                        launcher=LOCAL_LAUNCHER)
     frame = manifest.read_manifest(tmp_path / "manifest.parquet")
     assert stats.valid == 15 and stats.skipped["duplicate_key"] == 0  # no set dropped as a duplicate
     assert frame["key"].tolist()[:2] == ["cc3m/000000000", "cc3m/000000001"]
@@ -109,7 +110,7 @@ def test_bad_source_names_and_misplaced_shards_are_refused(three_sources, tmp_pa
 def test_every_reader_of_the_pairs_honours_shards_glob(three_sources, tmp_path, monkeypatch):
     """embed (cocu/clip/jobs.py) and pre-training (cocu/training/pretrain.py) read the shards of
     `pairs.shards_glob`, all three sources, never `paths.pairs_shards`."""
-    from cocu.clip.jobs import embed_job
+    from cocu.clip.jobs import embed_corpus, embed_inputs
     from cocu.clip.model import build_tiny_clip, save_weights
     from cocu.launch.distributed import DistInfo
     from cocu.training.pretrain import build_data
@@ -122,7 +123,7 @@ def test_every_reader_of_the_pairs_honours_shards_glob(three_sources, tmp_path, 
     manifest.write_manifest(manifest.index_shards(refs, SkipCounter()), params.paths.pairs_manifest)
     torch.manual_seed(0)
     save_weights(build_tiny_clip(params.clip), Path(params.paths.clip_weights))
-    stats = embed_job(params)
+    stats = embed_corpus(embed_inputs(params), LOCAL_LAUNCHER)
     assert stats["rows"] == 15 and np.load(params.paths.image_embeddings).shape[0] == 15
     data = build_data(params, "baseline", 0, DistInfo())
     assert [Path(p).parent.name for p in data.shard_paths] == [s for s in sorted(SOURCES) for _ in (0, 1)]

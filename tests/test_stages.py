@@ -94,9 +94,12 @@ def test_dry_run_prints_the_paper_sbatch_scripts(capsys):
     out = capsys.readouterr().out
     blocks = out.split("# ---- ")[1:]
     names = [b.split(" ", 1)[0] for b in blocks]
-    assert names[0] == "embed" and "pretrain-cocu-s0" in names and "pretrain-baseline-s0" in names
-    embed, pretrain = blocks[0], blocks[names.index("pretrain-cocu-s0")]
+    assert names[:5] == ["pairs", "embed", "index", "curate", "evaluate"]
+    assert "pretrain-cocu-s0" in names and "pretrain-baseline-s0" in names
+    embed, pretrain = blocks[1], blocks[names.index("pretrain-cocu-s0")]
     assert "#SBATCH --nodes=1" in embed and "#SBATCH --gpus-per-node=1" in embed
+    assert "array of 4 task(s)" in embed and "#SBATCH --array=0-3%4" in embed  # launcher.stages.embed.tasks
+    assert "gpus-per-node" not in blocks[0] and "#SBATCH --array=0-15%16" in blocks[0]  # pairs: CPU tasks
     for line in ("#SBATCH --nodes=4", "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4",
                  "#SBATCH --signal=USR2@120", "#SBATCH --partition=gpu", "#SBATCH --requeue"):
         assert line in pretrain

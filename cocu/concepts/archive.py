@@ -10,10 +10,16 @@ shard's sha256). A re-run keeps every shard whose marker matches its file and re
 a different fingerprint starts over. Batches never cross shard boundaries, so an interrupted and
 resumed run writes the same bytes as an uninterrupted one. Under DVC the output folder must be
 `persist: true`, or DVC deletes it before the stage runs.
+
+Scale-out: the shard is also the unit of a job array (`run_curation_jobs`): one job prepares
+(checks, fingerprint, which shards are finished), the shards still to do are dealt to
+`launcher.stages.curate.tasks` tasks, and each task commits its shards as above, so a pre-empted
+task resumes and the archives are the same bytes for any number of tasks.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -22,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -102,6 +109,102 @@ class CurationStats:
     seconds: float
 
 
+@dataclass(frozen=True)
+class CurationPlan:
+    """What `prepare_curation` found: the shards, which of them are still to do, missing ids."""
+
+    num_pairs: int
+    num_shards: int
+    todo: tuple[int, ...]
+    missing_neighbours: int
+
+
+def _check_inputs(image_emb: np.ndarray, neigh_ids: np.ndarray, captions: CaptionConcepts,
+                  concept_names: Sequence[str], concept_emb: np.ndarray, image_emb_path: Any,
+                  neighbours_path: Any) -> int:
+    n = len(captions.keys)
+    if image_emb.shape[0] != n or neigh_ids.shape[0] != n or len(captions.ids) != n:
+        raise ValueError(f"row counts differ: {image_emb_path} has {image_emb.shape[0]}, {neighbours_path} "
+                         f"{neigh_ids.shape[0]}, caption concepts {n}")
+    if len(concept_names) != len(concept_emb) or concept_emb.shape[1] != image_emb.shape[1]:
+        raise ValueError(f"concept embeddings {concept_emb.shape} do not match {len(concept_names)} names "
+                         f"and image dimension {image_emb.shape[1]}")
+    return n
+
+
+def _shard_rows(i: int, n: int, cfg: CurationConfig) -> tuple[int, int]:
+    return i * cfg.shard_size, min(n, (i + 1) * cfg.shard_size)
+
+
+def _checked_ids(neigh_ids: np.ndarray, neighbours_path: Any, start: int, stop: int) -> np.ndarray:
+    ids = np.asarray(neigh_ids[start:stop])
+    if ids.size and (ids.min() < -1 or ids.max() >= len(neigh_ids)):
+        raise ValueError(f"{neighbours_path}: rows {start}-{stop}: ids outside [-1, {len(neigh_ids)})")
+    return ids
+
+
+def prepare_curation(
+    image_emb_path: Path | str,  # [N, D] .npy (float16/32, unit norm), memory-mapped
+    neighbours_path: Path | str,  # [N, L] int64 .npy neighbour ids (-1 = missing), memory-mapped
+    captions: CaptionConcepts,
+    concept_names: Sequence[str],  # [V], the rows of concept_emb
+    concept_emb: np.ndarray,  # [V, D] unit-norm text embeddings
+    out_dir: Path | str,
+    cfg: CurationConfig,
+) -> CurationPlan:
+    """Check the inputs (row counts, neighbour ids), fingerprint them (a full pass), keep the
+    finished shards of the same fingerprint and remove any other; say which shards are to do."""
+    image_emb = np.load(image_emb_path, mmap_mode="r")
+    neigh_ids = np.load(neighbours_path, mmap_mode="r")
+    n = _check_inputs(image_emb, neigh_ids, captions, concept_names, concept_emb, image_emb_path, neighbours_path)
+    out = Path(out_dir)
+    _prepare(out, _fingerprint(image_emb, neigh_ids, captions, concept_names, concept_emb, cfg))
+    num_shards = -(-n // cfg.shard_size)
+    missing = 0
+    for i in range(num_shards):
+        missing += int((_checked_ids(neigh_ids, neighbours_path, *_shard_rows(i, n, cfg)) < 0).sum())
+    todo = tuple(i for i in range(num_shards) if not _is_done(out, i))
+    return CurationPlan(n, num_shards, todo, missing)
+
+
+def curate_shards(
+    image_emb_path: Path | str,
+    neighbours_path: Path | str,
+    captions: CaptionConcepts,
+    concept_names: Sequence[str],
+    concept_emb: np.ndarray,
+    out_dir: Path | str,
+    cfg: CurationConfig,
+    shards: Sequence[int],  # archive shard indices (one array task's share)
+    progress: bool = True,
+    on_shard_done: Callable[[int], None] | None = None,  # called after each shard is committed
+) -> list[int]:
+    """Curate and commit each of `shards` that is not finished yet (after `prepare_curation`);
+    returns the shards written here. A shard's bytes depend only on the inputs, the settings and
+    its index, never on which task or run writes it."""
+    image_emb = np.load(image_emb_path, mmap_mode="r")
+    neigh_ids = np.load(neighbours_path, mmap_mode="r")
+    n = _check_inputs(image_emb, neigh_ids, captions, concept_names, concept_emb, image_emb_path, neighbours_path)
+    out = Path(out_dir)
+    relation = substring_relation(list(concept_names)) if cfg.membership == "substring" else None
+    names = pa.array(list(concept_names), pa.string())
+    todo = [i for i in shards if not _is_done(out, i)]
+    bar = tqdm(total=sum(stop - start for start, stop in (_shard_rows(i, n, cfg) for i in todo)),
+               disable=not progress, desc="curate", unit="pair")
+    for i in todo:
+        start, stop = _shard_rows(i, n, cfg)
+        _checked_ids(neigh_ids, neighbours_path, start, stop)
+        batches = []
+        for batch in curate_all(image_emb, neigh_ids, captions.ids, concept_emb, cfg, start, stop, relation):
+            batches.append(batch)
+            bar.update(len(batch.sizes))
+        _commit(out, i, archive_table(captions.keys.slice(start, stop - start), batches, names))
+        if on_shard_done is not None:
+            on_shard_done(i)
+    bar.close()
+    return todo
+
+
 def run_curation(
     image_emb_path: Path | str,  # [N, D] .npy (float16/32, unit norm), memory-mapped
     neighbours_path: Path | str,  # [N, L] int64 .npy neighbour ids (-1 = missing), memory-mapped
@@ -113,47 +216,73 @@ def run_curation(
     progress: bool = True,
     on_shard_done: Callable[[int], None] | None = None,  # called after each shard is committed
 ) -> CurationStats:
-    """The `curate` stage: archives for every pair, streamed and resumable per shard."""
+    """Archives for every pair in this process, streamed and resumable per shard (the `curate`
+    stage runs the same two steps as jobs: `run_curation_jobs`)."""
     t0 = time.perf_counter()
-    image_emb = np.load(image_emb_path, mmap_mode="r")
-    neigh_ids = np.load(neighbours_path, mmap_mode="r")
-    n = len(captions.keys)
-    if image_emb.shape[0] != n or neigh_ids.shape[0] != n or len(captions.ids) != n:
-        raise ValueError(f"row counts differ: {image_emb_path} has {image_emb.shape[0]}, {neighbours_path} "
-                         f"{neigh_ids.shape[0]}, caption concepts {n}")
-    if len(concept_names) != len(concept_emb) or concept_emb.shape[1] != image_emb.shape[1]:
-        raise ValueError(f"concept embeddings {concept_emb.shape} do not match {len(concept_names)} names "
-                         f"and image dimension {image_emb.shape[1]}")
-    out = Path(out_dir)
-    fingerprint = _fingerprint(image_emb, neigh_ids, captions, concept_names, concept_emb, cfg)
-    _prepare(out, fingerprint)
-    relation = substring_relation(list(concept_names)) if cfg.membership == "substring" else None
-    names = pa.array(list(concept_names), pa.string())
-    num_shards = -(-n // cfg.shard_size)
-    todo = [i for i in range(num_shards) if not _is_done(out, i)]
-    missing = 0
-    bar = tqdm(total=sum(min(n, (i + 1) * cfg.shard_size) - i * cfg.shard_size for i in todo),
-               disable=not progress, desc="curate", unit="pair")
-    for i in range(num_shards):
-        start, stop = i * cfg.shard_size, min(n, (i + 1) * cfg.shard_size)
-        ids = np.asarray(neigh_ids[start:stop])
-        if ids.size and (ids.min() < -1 or ids.max() >= n):
-            raise ValueError(f"{neighbours_path}: rows {start}-{stop}: ids outside [-1, {n})")
-        missing += int((ids < 0).sum())
-        if i not in todo:
-            continue
-        batches = []
-        for batch in curate_all(image_emb, neigh_ids, captions.ids, concept_emb, cfg, start, stop, relation):
-            batches.append(batch)
-            bar.update(len(batch.sizes))
-        _commit(out, i, archive_table(captions.keys.slice(start, stop - start), batches, names))
-        if on_shard_done is not None:
-            on_shard_done(i)
-    bar.close()
-    seconds = time.perf_counter() - t0
-    stats = CurationStats(n, num_shards, num_shards - len(todo), tuple(todo), missing, seconds)
-    log.info("curated %d pairs, %d shards (%d reused), %.1f s", n, num_shards, stats.shards_reused, seconds)
+    plan = prepare_curation(image_emb_path, neighbours_path, captions, concept_names, concept_emb, out_dir, cfg)
+    written = curate_shards(image_emb_path, neighbours_path, captions, concept_names, concept_emb, out_dir, cfg,
+                            plan.todo, progress, on_shard_done)
+    return _stats(plan, written, time.perf_counter() - t0)
+
+
+def _stats(plan: CurationPlan, written: Sequence[int], seconds: float) -> CurationStats:
+    stats = CurationStats(plan.num_pairs, plan.num_shards, plan.num_shards - len(plan.todo), tuple(sorted(written)),
+                          plan.missing_neighbours, seconds)
+    log.info("curated %d pairs, %d shards (%d reused), %.1f s", plan.num_pairs, plan.num_shards,
+             stats.shards_reused, seconds)
     return stats
+
+
+# ----------------------------------------------------------------------------------------------
+# the `curate` stage as jobs
+
+
+@dataclass(frozen=True)
+class CurationFiles:
+    """The `curate` stage's input files and output folder (picklable: it travels to the jobs)."""
+
+    image_embeddings: Path
+    neighbours: Path
+    caption_concepts: Path
+    concept_names: Path  # one concept per line, the rows of concept_embeddings
+    concept_embeddings: Path
+    archives: Path
+
+    def load(self) -> tuple[CaptionConcepts, list[str], np.ndarray]:
+        """(caption concepts, concept names, [V, D] float32 concept embeddings)."""
+        names = [line for line in Path(self.concept_names).read_text().splitlines() if line]
+        captions = read_caption_concepts(self.caption_concepts, names)
+        return captions, names, np.load(self.concept_embeddings).astype(np.float32)
+
+
+def prepare_job(files: CurationFiles, cfg: CurationConfig) -> CurationPlan:
+    """The first job: `prepare_curation` (a full pass over the inputs for the fingerprint)."""
+    captions, names, concept_emb = files.load()
+    return prepare_curation(files.image_embeddings, files.neighbours, captions, names, concept_emb, files.archives, cfg)
+
+
+def curate_job(files: CurationFiles, cfg: CurationConfig, shards: list[int]) -> list[int]:
+    """One array task: `curate_shards` of its share (finished shards are skipped: resumable)."""
+    captions, names, concept_emb = files.load()
+    return curate_shards(files.image_embeddings, files.neighbours, captions, names, concept_emb, files.archives,
+                         cfg, shards)
+
+
+def run_curation_jobs(files: CurationFiles, cfg: CurationConfig, launcher: Any) -> CurationStats:
+    """The `curate` stage: one job prepares (checks, fingerprint, finished shards), then the shards
+    still to do are dealt to `launcher.stages.curate.tasks` array tasks (the shard is the unit).
+    The archives are the bytes one process writes (`run_curation`), for any number of tasks."""
+    from cocu.launch.executor import deal, map_shards, run_job, stage_launcher, stage_tasks
+
+    t0 = time.perf_counter()
+    job_cfg = stage_launcher(launcher, "curate")
+    plan = run_job(functools.partial(prepare_job, files, cfg), cfg=job_cfg, name="curate-prepare")
+    runs = deal(len(plan.todo), stage_tasks(launcher, "curate"))
+    log.info("curate: %d shards (%d finished earlier), %d to do in %d array task(s)", plan.num_shards,
+             plan.num_shards - len(plan.todo), len(plan.todo), len(runs))
+    written = map_shards(functools.partial(curate_job, files, cfg), [[plan.todo[i] for i in run] for run in runs],
+                         job_cfg, "curate", resumable=True)
+    return _stats(plan, [i for part in written for i in part], time.perf_counter() - t0)
 
 
 def shard_paths(out_dir: Path | str) -> list[Path]:

@@ -3,22 +3,32 @@
 Both profiles end in the same place: the shards on disk are read back by the validating reader
 (`manifest.index_shards`), so the manifest lists exactly the samples that later stages can read,
 and every skipped sample is counted by reason.
+
+Validation (a full decode of every image) is a job array (`launcher.stages.pairs.tasks`): the
+shard files are dealt to the tasks in contiguous runs, each task indexes its run into a parquet
+part, and the parts are joined in shard order, a key already seen in an earlier part counted as a
+`duplicate_key` as the serial reader counts it. The manifest and the counts are those of one
+serial pass, whatever the number of tasks.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import shutil
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
-from cocu.config import PairsConfig, WorldConfig
+from cocu.config import LauncherConfig, PairsConfig, WorldConfig
 from cocu.data import manifest, world
-from cocu.data.shards import RawSample, ShardRef, SkipCounter, encode_jpeg, write_shards
+from cocu.data.shards import RawSample, ShardRef, SkipCounter, as_shard_ref, encode_jpeg, write_shards
+from cocu.launch.executor import deal, map_shards, stage_launcher, stage_tasks
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +96,7 @@ def _world_samples(
 
 
 def build_synthetic_corpus(
-    cfg: WorldConfig, n: int, stream: str, shards_dir: Path, manifest_path: Path
+    cfg: WorldConfig, n: int, stream: str, shards_dir: Path, manifest_path: Path, launcher: LauncherConfig
 ) -> CorpusStats:
     """Generate `n` pairs of the world's `stream`, write shards, read them back into a manifest."""
     start = time.perf_counter()
@@ -95,7 +105,7 @@ def build_synthetic_corpus(
                    mininterval=2.0)
     shards = write_shards(samples, shards_dir, cfg.shard_size)
     written = PairsConfig(source="synthetic", shards_glob=None, caption_key="txt", image_keys=("jpg",))  # write_shards' keys
-    stats = index_corpus(shards, written, manifest_path, name=stream,
+    stats = index_corpus(shards, written, manifest_path, name=stream, launcher=launcher,
                          ground_truth=pd.DataFrame(truth, columns=["key", *manifest.GROUND_TRUTH_COLUMNS]))
     stats.written = n
     stats.seconds = time.perf_counter() - start
@@ -161,13 +171,16 @@ def index_corpus(
     cfg: PairsConfig,
     manifest_path: Path,
     name: str,
+    launcher: LauncherConfig,
     ground_truth: pd.DataFrame | None = None,
 ) -> CorpusStats:
-    """Validate and index shards into `manifest_path`; join the hidden ground truth if given."""
+    """Validate and index shards into `manifest_path`; join the hidden ground truth if given.
+
+    The validation runs as `launcher.stages.pairs.tasks` array tasks (`validate_shards`).
+    """
     start = time.perf_counter()
     counter = SkipCounter()
-    with tqdm(desc=f"{name}: validate", unit="pair", mininterval=2.0) as bar:
-        frame = manifest.index_shards(shards, counter, cfg.image_keys, cfg.caption_key, progress=bar)
+    frame = validate_shards(shards, cfg, counter, launcher, name, Path(manifest_path))
     stats = CorpusStats(name=name, shards=len(shards), written=len(frame) + counter.total_samples,
                         valid=len(frame), skipped=counter.as_dict())
     if ground_truth is not None:
@@ -181,3 +194,66 @@ def index_corpus(
         log.warning("%s: skipped %d samples: %s", name, counter.total_samples, counter.as_dict())
     log.info("%s: %d valid pairs in %d shards -> %s", name, len(frame), len(shards), manifest_path)
     return stats
+
+
+# ----------------------------------------------------------------------------------------------
+# validation as a job array
+
+
+def partial_dir(manifest_path: Path) -> Path:
+    """Scratch folder of the validation parts, beside the manifest (`<stem>.partial/`)."""
+    return manifest_path.with_name(f"{manifest_path.stem}.partial")
+
+
+def validate_shards(
+    shards: Sequence[Path | ShardRef],
+    cfg: PairsConfig,
+    counter: SkipCounter,
+    launcher: LauncherConfig,
+    name: str,
+    manifest_path: Path,
+) -> pd.DataFrame:
+    """`manifest.index_shards(shards)` as a job array: the same rows and the same skip counts.
+
+    The shards are dealt to `launcher.stages.pairs.tasks` tasks in contiguous runs; task t writes
+    `<manifest>.partial/part-<t>.parquet` (its valid samples, its own duplicates dropped) and
+    returns its skip counts. The parts are joined in shard order and a key that an earlier part
+    already has is dropped and counted as `duplicate_key`, exactly as one serial pass keeps the
+    first copy. The parts are removed once joined. Adds every skip to `counter`.
+    """
+    shards = [as_shard_ref(p) for p in shards]  # keeps each shard's source (qualified keys)
+    work = partial_dir(manifest_path)
+    if work.exists():
+        shutil.rmtree(work)  # parts of an earlier, unfinished run: validation is not resumable
+    work.mkdir(parents=True)
+    runs = deal(len(shards), stage_tasks(launcher, "pairs"))
+    job = functools.partial(validate_part, cfg=cfg, work=work, name=name)
+    parts = map_shards(job, [(t, [shards[i] for i in run]) for t, run in enumerate(runs)],
+                       stage_launcher(launcher, "pairs"), f"pairs-{name}")
+    if len(runs) > 1:
+        log.info("%s: validated %d shards in %d array tasks", name, len(shards), len(runs))
+    frames = []
+    for part in parts:  # in shard order
+        for reason, count in part["skipped"].items():
+            counter.counts[reason] += count
+        for reason, where in part["examples"].items():
+            counter.examples.setdefault(reason, where)
+        frames.append(pd.read_parquet(part["path"]))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(manifest.TRAINING_COLUMNS))
+    repeated = frame["key"].duplicated(keep="first").to_numpy()
+    for key, shard in zip(frame["key"][repeated], frame["shard"][repeated]):  # across parts
+        counter.add("duplicate_key", f"{shard}:{key}")
+    shutil.rmtree(work)
+    return frame.loc[~repeated].reset_index(drop=True).astype({c: str for c in manifest.TRAINING_COLUMNS})
+
+
+def validate_part(part: tuple[int, list[ShardRef]], cfg: PairsConfig, work: Path, name: str) -> dict:
+    """One array task: index its run of shards into `work/part-<t>.parquet`; return the path and
+    the skip counts (reason -> count, reason -> first example)."""
+    index, shards = part
+    counter = SkipCounter()
+    with tqdm(desc=f"{name}: validate", unit="pair", mininterval=2.0) as bar:
+        frame = manifest.index_shards(shards, counter, cfg.image_keys, cfg.caption_key, progress=bar)
+    path = work / f"part-{index:05d}.parquet"
+    manifest.write_manifest(frame, path)
+    return {"path": path, "rows": len(frame), "skipped": dict(Counter(counter.counts)), "examples": dict(counter.examples)}

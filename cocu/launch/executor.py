@@ -7,6 +7,12 @@
   message carries the job's traceback and log paths. Wrap long work in `CheckpointableTask` to
   survive pre-emption and time limits (USR2 -> requeue -> resume from the newest checkpoint).
 
+Stages whose work grows with N (pairs validation, embed, index queries, curate, evaluate) cut it
+into units (shard files, row ranges, curation shards, benchmarks), deal the units to
+`launcher.stages.<stage>.tasks` array tasks (`deal`) and run them with `map_shards`: one SLURM job
+array, one task and at most one GPU per element (`stage_launcher`); locally the same calls in a
+loop. The units, not the tasks, fix the outputs, so 1, 2 or 4 tasks write the same bytes.
+
 `cluster=` is always explicit: submitit's AutoExecutor picks SLURM on any machine with `srun`.
 `python -m cocu.launch.executor --params params.yaml --dry-run --stage NAME` prints the sbatch
 script a stage would submit, without submitting it.
@@ -30,12 +36,12 @@ import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError
 from submitit.slurm.slurm import SlurmExecutor, SlurmJob
 
-from cocu.config import ConfigError, LauncherConfig, load_section
-from cocu.launch.jobs import CheckpointableTask, JobCall, distributed_env, export_distributed_env
+from cocu.config import ConfigError, LauncherConfig, StageLaunch, load_section
+from cocu.launch.jobs import CheckpointableTask, JobCall, ResumableCall, distributed_env, export_distributed_env
 
-__all__ = ["CheckpointableTask", "InProcessExecutor", "JobFailed", "distributed_env", "executor_parameters",
-           "export_distributed_env",
-           "make_executor", "map_shards", "run_job", "sbatch_script", "submit_job", "wait_for"]
+__all__ = ["ARRAY_STAGES", "CheckpointableTask", "InProcessExecutor", "JobFailed", "deal", "distributed_env",
+           "executor_parameters", "export_distributed_env", "make_executor", "map_shards", "run_job",
+           "sbatch_script", "stage_launcher", "stage_tasks", "submit_job", "wait_for"]
 
 log = logging.getLogger(__name__)
 job_log = logging.getLogger("cocu.job")  # the streamed lines of a job's stdout/stderr
@@ -103,6 +109,40 @@ class InProcessExecutor:
         return [self.submit(fn, *args) for args in zip(*iterables)]
 
 
+ARRAY_STAGES = ("pairs", "embed", "index", "curate", "evaluate")  # the fields of launcher.stages
+
+
+def stage_resources(cfg: LauncherConfig, stage: str) -> StageLaunch:
+    """`launcher.stages.<stage>` (its values are checked when the params load: cocu.config.StageLaunch)."""
+    if stage not in ARRAY_STAGES:
+        raise ConfigError(f"launcher.stages has no stage {stage!r} (expected one of {', '.join(ARRAY_STAGES)})")
+    return getattr(cfg.stages, stage)
+
+
+def stage_tasks(cfg: LauncherConfig, stage: str) -> int:
+    """How many array tasks `stage` asks for (`launcher.stages.<stage>.tasks`)."""
+    return stage_resources(cfg, stage).tasks
+
+
+def stage_launcher(cfg: LauncherConfig, stage: str) -> LauncherConfig:
+    """The launcher of one job of `stage`: one task on one node with the stage's GPUs, CPUs, memory,
+    time limit and partition (the rest, e.g. cluster, folder, extra_sbatch, as `cfg`)."""
+    res = stage_resources(cfg, stage)
+    return dataclasses.replace(cfg, nodes=1, gpus_per_node=res.gpus, tasks_per_node=1,
+                               cpus_per_task=res.cpus_per_task, mem_gb=res.mem_gb, timeout_min=res.timeout_min,
+                               partition=res.partition if res.partition is not None else cfg.partition)
+
+
+def deal(num_units: int, tasks: int) -> list[range]:
+    """Units 0..num_units-1 dealt to at most `tasks` tasks as contiguous runs, in order, sizes
+    differing by at most one (no empty run): deal(5, 2) == [range(0, 3), range(3, 5)]."""
+    if tasks < 1:
+        raise ValueError(f"tasks must be >= 1, got {tasks}")
+    tasks = min(tasks, num_units)
+    bounds = [num_units * t // tasks for t in range(tasks + 1)] if tasks else [0]
+    return [range(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+
+
 def job_folder(cfg: LauncherConfig, name: str, folder: Path | str | None = None) -> Path:
     """Where submitit writes one stage's jobs: `folder` or `<launcher.folder>/<name>`."""
     return Path(folder) if folder is not None else Path(cfg.folder) / name
@@ -111,8 +151,9 @@ def job_folder(cfg: LauncherConfig, name: str, folder: Path | str | None = None)
 def executor_parameters(cfg: LauncherConfig, name: str, shard: bool = False) -> dict[str, Any]:
     """The AutoExecutor.update_parameters() keywords for a SLURM job of this launcher config.
 
-    One task per GPU (`tasks_per_node = gpus_per_node`, or 1 on CPU), each calling the function;
-    `shard=True` is one task on one node with at most one GPU (an element of a job array).
+    `tasks_per_node` tasks per node (None: one per GPU, or 1 on CPU), each calling the function;
+    `shard=True` is one task on one node with at most one GPU (an element of a job array, at most
+    `array_parallelism` of them running at once).
     `extra_sbatch` entries become `#SBATCH --key=value` lines (an empty value: a bare `--key`).
     """
     if cfg.timeout_min * 60 <= cfg.signal_delay_s + SIGNAL_MARGIN_S:
@@ -120,7 +161,7 @@ def executor_parameters(cfg: LauncherConfig, name: str, shard: bool = False) -> 
                           f"{SIGNAL_MARGIN_S} ({cfg.signal_delay_s + SIGNAL_MARGIN_S} s), or USR2 arrives "
                           "as the job starts and kills it")
     nodes, gpus = (1, min(cfg.gpus_per_node, 1)) if shard else (cfg.nodes, cfg.gpus_per_node)
-    tasks = 1 if shard else max(1, gpus)
+    tasks = 1 if shard else (cfg.tasks_per_node or max(1, gpus))
     extra: dict[str, Any] = {"requeue": True}  # a pre-empted job goes back in the queue
     extra.update({k: (True if v == "" else v) for k, v in cfg.extra_sbatch.items()})
     params: dict[str, Any] = {
@@ -137,6 +178,8 @@ def executor_parameters(cfg: LauncherConfig, name: str, shard: bool = False) -> 
         params["gpus_per_node"] = gpus
     if cfg.partition:
         params["slurm_partition"] = cfg.partition
+    if shard:
+        params["slurm_array_parallelism"] = cfg.array_parallelism
     return params
 
 
@@ -168,12 +211,18 @@ def _pretend_srun() -> Iterator[None]:
 
 
 def sbatch_script(cfg: LauncherConfig, name: str, folder: Path | str | None = None,
-                  shard: bool = False) -> str:
-    """The sbatch script that `make_executor(cfg with cluster=slurm, ...)` would submit; submits nothing."""
+                  shard: bool = False, array: int = 0) -> str:
+    """The sbatch script that `make_executor(cfg with cluster=slurm, ...)` would submit; submits nothing.
+
+    `array=n` (n >= 2, with `shard=True`) shows the script of an n-element job array, as submitit
+    writes it for `map_shards` (`#SBATCH --array=0-<n-1>%<array_parallelism>`).
+    """
     slurm_cfg = dataclasses.replace(cfg, cluster="slurm")
     with _pretend_srun():
         ex = make_executor(slurm_cfg, name, folder, shard=shard)
     inner = ex._executor  # submitit.slurm.SlurmExecutor
+    if array > 1:
+        inner.parameters["map_count"] = array  # what submitit sets for a submitted array
     return inner._make_submission_file_text(inner._submitit_command_str, "dry-run")
 
 
@@ -273,17 +322,20 @@ def run_job(fn: Callable[..., R], *args: Any, cfg: LauncherConfig, name: str,
 
 
 def map_shards(fn: Callable[[Any], R], items: Iterable[Any], cfg: LauncherConfig, name: str,
-               folder: Path | str | None = None, poll_s: float = 1.0) -> list[R]:
+               folder: Path | str | None = None, poll_s: float = 1.0, resumable: bool = False) -> list[R]:
     """[fn(x) for x in items], as one SLURM job array (one task, at most one GPU each) on slurm.
 
     For fan-out work such as embedding shards. Locally a plain loop. Results keep the input order;
     if any element fails, JobFailed names every failed element and shows the first error.
+    `resumable=True` says that `fn(x)` keeps its finished units on disk and skips them when called
+    again: a pre-empted or timed-out element is then requeued (submitit's checkpoint) and resumes;
+    otherwise only pre-emption requeues (and the element starts over).
     """
     items = list(items)
     if cfg.cluster == "local" or not items:
         return [fn(x) for x in items]
     ex = make_executor(cfg, name, folder, shard=True)
-    jobs = ex.submit_array([JobCall(fn, x) for x in items])
+    jobs = ex.submit_array([(ResumableCall if resumable else JobCall)(fn, x) for x in items])
     if cfg.cluster != "slurm":
         return [job.result() for job in jobs]
     log.info("%s: submitted SLURM array %s (%d elements)", name, jobs[0].job_id.split("_")[0], len(jobs))
@@ -320,17 +372,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the sbatch script the stage would submit "
                              "(default: print the executor parameters)")
-    parser.add_argument("--stage", default="cocu", help="job name / stage (default: cocu)")
+    parser.add_argument("--stage", default="cocu", help="job name / stage (default: cocu); one of "
+                        f"{', '.join(ARRAY_STAGES)}: that stage's job array (launcher.stages.<stage>)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_section(LauncherConfig, "launcher", args.params)
+        array = args.stage in ARRAY_STAGES  # an N-sized stage: its job array, with its resources
+        tasks = stage_tasks(cfg, args.stage) if array else 0
+        job_cfg = stage_launcher(cfg, args.stage) if array else cfg
         if args.dry_run:
             if cfg.cluster != "slurm":
                 log.info("launcher.cluster is %r: showing what cluster=slurm would submit", cfg.cluster)
-            sys.stdout.write(sbatch_script(cfg, args.stage))
+            sys.stdout.write(sbatch_script(job_cfg, args.stage, shard=array, array=tasks))
         else:
-            params = executor_parameters(cfg, args.stage)
+            params = {**executor_parameters(job_cfg, args.stage, shard=array), **({"array_tasks": tasks} if array else {})}
             sys.stdout.write(json.dumps({"cluster": cfg.cluster, "folder": str(job_folder(cfg, args.stage)),
                                          "max_requeues": cfg.max_requeues, **params}, indent=2) + "\n")
     except ConfigError as e:

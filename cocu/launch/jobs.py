@@ -102,6 +102,20 @@ class JobCall(Generic[R]):
         return self.fn(*self.args)
 
 
+class ResumableCall(JobCall[R]):
+    """`fn(*args)` as an array element whose work is resumable on disk (finished units kept and
+    skipped when called again). On USR2 (pre-emption, or `signal_delay_s` before the time limit)
+    submitit requeues this same call, which resumes; see `CheckpointableTask.checkpoint` for why
+    SIGTERM is ignored from then on."""
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
+        log.warning("pre-empted or near the time limit: requeueing %s; finished units are kept",
+                    getattr(self.fn, "__name__", type(self.fn).__name__))
+        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return DelayedSubmission(self, *args, **kwargs)
+
+
 class CheckpointableTask(submitit.helpers.Checkpointable, Generic[R]):
     """`task(run_dir)` as a pre-emptible job.
 

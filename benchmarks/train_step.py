@@ -31,7 +31,6 @@ repo), `timm` and `omegaconf`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import statistics
@@ -46,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from cocu.config import ModelConfig, Params, from_dict, load_params
-from cocu.launch.device import autocast_context, synchronize
+from cocu.launch.device import autocast_context, peak_memory_gib, reset_peak_memory, synchronize
 from cocu.models.factory import build_model, parameter_counts
 from cocu.models.layers import count_parameters
 from cocu.training.losses import GroupViTLoss
@@ -105,6 +104,7 @@ class Step:
     fwd_bwd: Callable[[], Tensor]  # forward, losses, backward; returns the loss
     opt: Callable[[], None]  # clip, optimizer step, zero_grad
     counts: dict[str, int]
+    peak_gib: Optional[float] = None  # peak CUDA memory of a step (None on CPU)
 
 
 def our_step(params: Params, inputs: Inputs, device: torch.device, amp: Optional[str]) -> Step:
@@ -191,7 +191,8 @@ def import_official(path: Path) -> types.ModuleType:
     if not Path(models.__file__).resolve().is_relative_to(path.resolve()):
         raise SystemExit(f"imported 'models' from {models.__file__}, not from {path}")
     # its losses ask torch.distributed for the rank and world size: one process
-    mlc.dist = types.SimpleNamespace(get_rank=lambda: 0, get_world_size=lambda: 1)  # type: ignore[attr-defined]
+    one = types.SimpleNamespace(get_rank=lambda: 0, get_world_size=lambda: 1)
+    mlc.dist = one  # type: ignore[attr-defined]
     return models
 
 
@@ -201,15 +202,18 @@ def official_config(cfg: ModelConfig, k: int, mlc_weight: float) -> dict[str, An
     The official code fixes some values that our config exposes: those must be at the official
     values, or the two models would differ (an error says which)."""
     img, txt = cfg.image, cfg.text
-    fixed = {"model.image.mlp_ratio": (img.mlp_ratio, 4.0), "model.image.token_mlp_ratio": (img.token_mlp_ratio, 0.5),
-             "model.text.mlp_ratio": (txt.mlp_ratio, 4.0), "model.max_logit_scale": (cfg.max_logit_scale, 100.0)}
+    fixed = {"model.image.mlp_ratio": (img.mlp_ratio, 4.0),
+             "model.image.token_mlp_ratio": (img.token_mlp_ratio, 0.5),
+             "model.text.mlp_ratio": (txt.mlp_ratio, 4.0),
+             "model.max_logit_scale": (cfg.max_logit_scale, 100.0)}
     for key, (ours, theirs) in fixed.items():
         if ours != theirs:
             raise SystemExit(f"{key} = {ours}: the official code fixes it at {theirs}")
     return {
         "type": "MultiLabelContrastive",
         "img_encoder": {
-            "type": "GroupViT", "img_size": img.img_size, "patch_size": img.patch_size, "in_chans": img.in_chans,
+            "type": "GroupViT", "img_size": img.img_size, "patch_size": img.patch_size,
+            "in_chans": img.in_chans,
             "embed_dim": img.width, "depths": list(img.depths), "num_heads": list(img.num_heads),
             "num_group_tokens": list(img.num_group_tokens), "num_output_groups": list(img.num_output_groups),
             "drop_rate": 0.0, "drop_path_rate": img.drop_path, "hard_assignment": True},
@@ -259,7 +263,9 @@ def official_step(models: types.ModuleType, params: Params, inputs: Inputs, devi
     optimizer = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-4,
                                   eps=1e-8, betas=params.train.betas, weight_decay=params.train.weight_decay)
     clip = params.train.clip_grad
-    text = inputs.captions if inputs.prompts is None else torch.cat([inputs.captions[:, None], inputs.prompts], 1)
+    text = inputs.captions  # [B, T], or [B, 1 + K, T]: the caption first, as its data pipeline stacks them
+    if inputs.prompts is not None:
+        text = torch.cat([inputs.captions[:, None], inputs.prompts], 1)
 
     def fwd_bwd() -> Tensor:
         with autocast_context(device, amp):
@@ -296,8 +302,12 @@ def interleave(steps: list[Step], reps: int, warmup: int, device: torch.device
     times: dict[str, dict[str, list[float]]] = {s.name: {"fwd_bwd": [], "opt": [], "step": []} for s in steps}
     for rep in range(warmup + reps):
         for s in steps:
+            reset_peak_memory(device)
             a = timed(s.fwd_bwd, device)
             b = timed(s.opt, device)
+            peak = peak_memory_gib(device)
+            if peak is not None:
+                s.peak_gib = max(s.peak_gib or 0.0, peak)
             if rep >= warmup:
                 times[s.name]["fwd_bwd"].append(a)
                 times[s.name]["opt"].append(b)
@@ -340,7 +350,8 @@ def print_counts(steps: list[Step]) -> None:
     for key in names:
         print(f"| {key} | " + " | ".join(f"{s.counts[key]:,}" for s in steps) + " |")
     if len(steps) == 2 and steps[0].counts != steps[1].counts:
-        diff = {k: steps[0].counts[k] - steps[1].counts[k] for k in names if steps[0].counts[k] != steps[1].counts[k]}
+        diff = {k: steps[0].counts[k] - steps[1].counts[k] for k in names
+                if steps[0].counts[k] != steps[1].counts[k]}
         print(f"parameter counts differ (ours - official): {diff}")
 
 
@@ -357,7 +368,9 @@ def parts_breakdown(params: Params, inputs: Inputs, device: torch.device, reps: 
     loss_fn = GroupViTLoss(mlc_weight=params.train.mlc_weight)
     optimizer = build_optimizer(model, params.train, lr=1e-4)
     b, k = inputs.captions.shape[0], 0 if inputs.prompts is None else inputs.prompts.shape[1]
-    texts = inputs.captions if inputs.prompts is None else torch.cat([inputs.captions, inputs.prompts.flatten(0, 1)])
+    texts = inputs.captions
+    if inputs.prompts is not None:
+        texts = torch.cat([inputs.captions, inputs.prompts.flatten(0, 1)])
     with torch.no_grad():
         ref = model(inputs.images, inputs.captions, inputs.prompts)
     leaves = {key: v.detach().clone().requires_grad_() for key, v in ref.items()}
@@ -392,7 +405,8 @@ def parts_breakdown(params: Params, inputs: Inputs, device: torch.device, reps: 
         loss_fn(model(inputs.images, inputs.captions, inputs.prompts))["loss"].backward()
         opt()
 
-    parts = [("image tower + projector, forward", image_fwd), ("image tower + projector, backward", image_bwd),
+    parts = [("image tower + projector, forward", image_fwd),
+             ("image tower + projector, backward", image_bwd),
              (f"text tower + projector ({b}x(1+{k}) texts), forward", text_fwd),
              ("text tower + projector, backward", text_bwd),
              ("losses (itc + mlc), forward", loss_fwd), ("losses, backward", loss_bwd),
@@ -434,28 +448,59 @@ def op_profile(step: Step, device: torch.device, warmup: int, rows: int) -> None
 # the data path
 
 
-def data_path(params: Params, params_file: Path, batches: int) -> None:
-    """Seconds per batch of the real input pipeline (read + decode + augment + prompts + tokenise)
-    in this process (data.workers = 0), on the pairs of `params_file`'s paths (relative to its
-    folder), for the first variant of `pretrain.variants`."""
+def data_path(params: Params, params_file: Path, reps: int, warmup: int) -> None:
+    """The real input pipeline (read + decode + augment + prompts + tokenise) on the pairs of
+    `params_file`'s paths (relative to its folder), first variant of `pretrain.variants`:
+
+    1. seconds per batch in this process (data.workers = 0);
+    2. whether it takes CPU from training: our step on a real batch, timed alone and fed by a
+       DataLoader with `data.workers` (>= 1) worker processes, interleaved. While the loader's
+       prefetch queue is full its workers idle, so "alone" steps run without them; "fed" steps
+       run while a worker prepares the next batch (plus any wait for it, reported apart)."""
     from cocu.launch.distributed import DistInfo
     from cocu.training.pretrain import build_data
 
     os.chdir(params_file.resolve().parent)
-    one = replace(params, data=replace(params.data, workers=0))
     variant = params.pretrain.variants[0]
-    data = build_data(one, variant, 0, DistInfo())
-    it = data.make_batches(0)
-    next(it)  # tokenizer, token cache, first shard
-    ts = []
-    for _ in range(batches):
-        start = time.perf_counter()
-        next(it)
-        ts.append(time.perf_counter() - start)
+    inline = build_data(replace(params, data=replace(params.data, workers=0)), variant, 0, DistInfo())
+    it = inline.make_batches(0)
+    fixed = next(it)  # tokenizer, token cache, first shard
+    ts = [timed(lambda: next(it), torch.device("cpu")) for _ in range(reps)]
     q1, q2, q3 = quartiles(ts)
-    print(f"data path ({variant}, batch {params.train.batch_size}, one process, {torch.get_num_threads()} "
-          f"threads): median {1000 * q2:.1f} ms per batch (quartiles {1000 * q1:.1f}-{1000 * q3:.1f}), "
-          f"{params.train.batch_size / q2:.0f} images/s")
+    print(f"data path ({variant}, batch {params.train.batch_size}, in this process, "
+          f"{torch.get_num_threads()} threads): median {1000 * q2:.1f} ms per batch "
+          f"(quartiles {1000 * q1:.1f}-{1000 * q3:.1f}), {params.train.batch_size / q2:.0f} images/s")
+
+    workers = max(1, params.data.workers)
+    fed_data = build_data(replace(params, data=replace(params.data, workers=workers)), variant, 0, DistInfo())
+    loader = fed_data.make_batches(0)
+    torch.manual_seed(0)
+    model = build_model(params.model).train()
+    loss_fn = GroupViTLoss(mlc_weight=params.train.mlc_weight)
+    optimizer = build_optimizer(model, params.train, lr=1e-4)
+
+    def step(batch: dict) -> None:
+        loss_fn(model(batch["image"], batch["text"], batch.get("prompts")))["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), params.train.clip_grad or float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    alone, fed, wait = [], [], []
+    for rep in range(warmup + reps):
+        a = timed(lambda: step(fixed), torch.device("cpu"))
+        start = time.perf_counter()
+        batch = next(loader)
+        w = time.perf_counter() - start
+        f = timed(lambda: step(batch), torch.device("cpu"))
+        if rep >= warmup:
+            alone.append(a)
+            fed.append(f)
+            wait.append(w)
+    slowdown = statistics.median(f / a for a, f in zip(alone, fed))
+    print(f"our step on real batches, {workers} loader worker(s), medians: alone "
+          f"{1000 * statistics.median(alone):.1f} ms, while the loader works "
+          f"{1000 * statistics.median(fed):.1f} ms "
+          f"(x{slowdown:.2f} paired); waiting for a batch {1000 * statistics.median(wait):.1f} ms")
 
 
 # --------------------------------------------------------------------------------------------
@@ -475,7 +520,8 @@ def load_config(params_file: Path, profile: Optional[str], batch: Optional[int])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--profile", default=None, help="overlay profiles/NAME.yaml (e.g. paper-cc3m)")
     parser.add_argument("--batch", type=int, default=None, help="override train.batch_size")
@@ -502,14 +548,15 @@ def main() -> None:
           + (f" ({torch.cuda.get_device_name()}, {amp} autocast)" if device.type == "cuda" else "")
           + f"; {load()} at the start")
     print(f"config: {args.params}{' + ' + args.profile if args.profile else ''}: image {img.img_size} px / "
-          f"patch {img.patch_size}, width {img.width}, depths {list(img.depths)}, heads {list(img.num_heads)}, "
-          f"group tokens {list(img.num_group_tokens)} -> {list(img.num_output_groups)}; text width {txt.width}, "
+          f"patch {img.patch_size}, width {img.width}, depths {list(img.depths)}, "
+          f"heads {list(img.num_heads)}, group tokens {list(img.num_group_tokens)} -> "
+          f"{list(img.num_output_groups)}; text width {txt.width}, "
           f"{txt.layers} layers, {txt.heads} heads, context {txt.context_length}; projector "
           f"{params.model.projector.hidden_dim} -> {params.model.projector.out_dim}; batch {batch}, K = {k}; "
           f"captions ~{args.caption_tokens} tokens, prompts ~{args.prompt_tokens}")
 
     if args.data:
-        data_path(params, args.params, args.reps)
+        data_path(params, args.params, args.reps, args.warmup)
         return
     if args.parts:
         parts_breakdown(params, inputs, device, args.reps, args.warmup)
@@ -526,6 +573,9 @@ def main() -> None:
     times = interleave(steps, args.reps, args.warmup, device)
     print()
     report(times, batch)
+    for s in steps:
+        if s.peak_gib is not None:
+            print(f"peak CUDA memory of a step, {s.name}: {s.peak_gib:.2f} GiB")
     if args.official is None:
         print("\n(no comparison: pass --official /path/to/GroupViT, a checkout of NVlabs/GroupViT)")
     print(f"{load()} at the end")

@@ -133,7 +133,8 @@ def _full_context_reference(enc: torch.nn.Module, tokens: torch.Tensor) -> torch
 def _mixed_length_texts(n_long: int, n_short: int, seed: int = 0) -> torch.Tensor:
     """Texts like a pre-training batch: captions of 12-30 tokens, prompts of 3-8, shuffled."""
     g = torch.Generator().manual_seed(seed)
-    lengths = torch.cat([torch.randint(12, 31, (n_long,), generator=g), torch.randint(3, 9, (n_short,), generator=g)])
+    lengths = torch.cat([torch.randint(12, 31, (n_long,), generator=g),
+                         torch.randint(3, 9, (n_short,), generator=g)])
     lengths = lengths[torch.randperm(len(lengths), generator=g)]
     tokens = torch.zeros(len(lengths), 32, dtype=torch.long)
     for i, length in enumerate(lengths.tolist()):

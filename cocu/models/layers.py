@@ -65,7 +65,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, causal: bool = False) -> Tensor:
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # one backward (a stack); indexing qkv[i] would zero-fill all of qkv per index
+        q, k, v = qkv.unbind(0)  # backward: one stack (each qkv[i] would zero-fill a whole qkv gradient)
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [B, h, N, d/h]
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 

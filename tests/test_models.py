@@ -121,6 +121,75 @@ def test_text_features_ignore_trailing_padding() -> None:
     torch.testing.assert_close(enc(tokens), full, rtol=1e-5, atol=1e-6)
 
 
+def _full_context_reference(enc: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The text tower as written in CLIP: every block over the whole padded context, the final
+    LayerNorm on every token, then the end-of-text token's feature."""
+    x = enc.token_embedding(tokens) + enc.positional_embedding[: tokens.shape[1]]
+    for blk in enc.blocks:
+        x = blk(x, causal=True)
+    return enc.ln_final(x)[torch.arange(len(tokens)), tokens.argmax(-1)]
+
+
+def _mixed_length_texts(n_long: int, n_short: int, seed: int = 0) -> torch.Tensor:
+    """Texts like a pre-training batch: captions of 12-30 tokens, prompts of 3-8, shuffled."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.cat([torch.randint(12, 31, (n_long,), generator=g),
+                         torch.randint(3, 9, (n_short,), generator=g)])
+    lengths = lengths[torch.randperm(len(lengths), generator=g)]
+    tokens = torch.zeros(len(lengths), 32, dtype=torch.long)
+    for i, length in enumerate(lengths.tolist()):
+        tokens[i, 0] = 49406
+        tokens[i, 1 : length - 1] = torch.randint(1, 49406, (length - 2,), generator=g)
+        tokens[i, length - 1] = 49407
+    return tokens
+
+
+def test_bucketed_text_tower_equals_full_context_pass() -> None:
+    """Length buckets, one shared embedding lookup, the last block evaluated at the end-of-text
+    tokens only: same features and same gradients as the plain full-context pass."""
+    from cocu.models.text import length_buckets
+
+    torch.manual_seed(0)
+    enc = build_model(TINY).text_encoder
+    tokens = _mixed_length_texts(10, 30)
+    assert len(length_buckets(tokens.argmax(-1) + 1)) > 1  # the bucketed path is the one tested
+    weights = torch.randn(len(tokens), TINY.text.width)
+    grads = []
+    for fn in (enc, lambda t: _full_context_reference(enc, t)):
+        enc.zero_grad()
+        out = fn(tokens)
+        (out * weights).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in enc.named_parameters()})
+        if fn is enc:
+            features = out.detach()
+        else:
+            torch.testing.assert_close(features, out.detach(), rtol=1e-5, atol=1e-5)
+    for name in grads[0]:
+        scale = float(grads[1][name].abs().max())  # float rounding relative to the tensor's scale
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+def test_text_tower_looks_up_the_token_embedding_once() -> None:
+    """One lookup for all length buckets: each lookup's backward writes a dense [vocab, W]
+    gradient (12.6 MB for the tiny model), the costliest tensor of the text tower's backward."""
+    enc = build_model(TINY).text_encoder
+    calls = []
+    enc.token_embedding.register_forward_hook(lambda *_: calls.append(1))
+    enc(_mixed_length_texts(10, 30))
+    assert len(calls) == 1
+
+
+def test_block_forward_at_equals_causal_block_read_at_positions() -> None:
+    from cocu.models.layers import Block
+
+    torch.manual_seed(0)
+    blk = Block(64, 2)
+    x = torch.randn(5, 9, 64)
+    pos = torch.tensor([0, 8, 3, 5, 1])
+    torch.testing.assert_close(blk.forward_at(x, pos), blk(x, causal=True)[torch.arange(5), pos],
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_hard_assignment_is_one_hot_with_softmax_gradient() -> None:
     logits = torch.randn(2, 5, 7, requires_grad=True)
     hard = hard_assignment(logits, dim=1)

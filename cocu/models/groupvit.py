@@ -129,7 +129,7 @@ class GroupingStage(nn.Module):
         x = torch.cat([x, groups], dim=1)
         for blk in self.blocks:
             x = blk(x)
-        x, groups = x[:, : -self.num_group_tokens], x[:, -self.num_group_tokens :]
+        x, groups = x.split([x.shape[1] - self.num_group_tokens, self.num_group_tokens], dim=1)
         assert self.grouping is not None
         x, soft = self.grouping(x, groups)
         return x, groups, soft

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -64,8 +65,23 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, causal: bool = False) -> Tensor:
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)  # [B, h, N, d/h]
+        q, k, v = qkv.unbind(0)  # backward: one stack (each qkv[i] would zero-fill a whole qkv gradient)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [B, h, N, d/h]
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+    def forward_at(self, x: Tensor, pos: Tensor) -> Tensor:
+        """Causal self-attention of x [B, N, D] read at one position per sequence, pos [B] -> [B, D]:
+        equal to `forward(x, causal=True)[arange(B), pos]`, with the query and the output
+        projection computed for those positions only."""
+        b, n, d = x.shape
+        h = self.num_heads
+        w_q, w_kv = self.qkv.weight.split([d, 2 * d])
+        b_q, b_kv = self.qkv.bias.split([d, 2 * d])
+        q = F.linear(x[torch.arange(b, device=x.device), pos], w_q, b_q).view(b, h, 1, d // h)
+        k, v = F.linear(x, w_kv, b_kv).reshape(b, n, 2, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)
+        visible = (torch.arange(n, device=x.device) <= pos[:, None]).view(b, 1, 1, n)  # causal row `pos`
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)  # [B, h, 1, d/h]
+        return self.proj(out.reshape(b, d))
 
 
 class CrossAttention(nn.Module):
@@ -104,6 +120,14 @@ class Block(nn.Module):
     def forward(self, x: Tensor, causal: bool = False) -> Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), causal=causal))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward_at(self, x: Tensor, pos: Tensor) -> Tensor:
+        """The causal block's output x [B, N, D] at one position per sequence, pos [B] -> [B, D]
+        (`forward(x, causal=True)[arange(B), pos]`): keys and values need every position, the
+        query, the output projection and the MLP only the positions read."""
+        y = x[torch.arange(x.shape[0], device=x.device), pos]
+        y = y + self.drop_path(self.attn.forward_at(self.norm1(x), pos))
+        return y + self.drop_path(self.mlp(self.norm2(y)))
 
 
 class CrossBlock(nn.Module):

@@ -38,23 +38,31 @@ class TextTransformer(nn.Module):
         eot = tokens.argmax(dim=-1)  # [N] end-of-text position of each text
         buckets = length_buckets(eot + 1)
         if len(buckets) == 1:
-            return self._encode(tokens, eot)
-        out = tokens.new_empty((tokens.shape[0], self.cfg.width), dtype=self.positional_embedding.dtype)
-        for rows in buckets:  # texts of similar length together: padding costs compute, not results
-            out = out.index_copy(0, rows, self._encode(tokens[rows], eot[rows]))
-        return out
+            t = int(eot.max()) + 1
+            return self._encode(self.token_embedding(tokens[:, :t]), eot)
+        # Texts of similar length together: padding costs compute, not results. Each bucket is
+        # trimmed after its own longest text; the token embedding is looked up once for all
+        # buckets (each lookup's backward writes a dense [vocab, W] gradient, the largest tensor
+        # of a small model), then split back into the buckets.
+        lengths = [int(eot[rows].max()) + 1 for rows in buckets]
+        flat = torch.cat([tokens[rows, :t].reshape(-1) for rows, t in zip(buckets, lengths)])
+        embedded = self.token_embedding(flat).split([len(rows) * t for rows, t in zip(buckets, lengths)])
+        feats = [self._encode(x.view(len(rows), t, -1), eot[rows])
+                 for x, rows, t in zip(embedded, buckets, lengths)]
+        order = torch.cat(buckets)  # row of the stacked bucket features -> text index
+        return torch.cat(feats)[order.argsort()]  # [N, W] in the input order
 
-    def _encode(self, tokens: Tensor, eot: Tensor) -> Tensor:
-        """Texts [n, T] whose end-of-text tokens sit at `eot` [n] -> features [n, W]. Columns after
-        the last end-of-text token are padding that no kept feature can see (causal attention):
-        dropping them changes nothing but the cost."""
-        tokens = tokens[:, : int(eot.max()) + 1]
-        n, t = tokens.shape
-        x = self.token_embedding(tokens) + self.positional_embedding[:t]  # [n, T', W]
-        for blk in self.blocks:
+    def _encode(self, x: Tensor, eot: Tensor) -> Tensor:
+        """Token embeddings [n, T', W] of texts whose end-of-text tokens sit at `eot` [n] (all
+        < T') -> features [n, W]. Columns after the last end-of-text token are padding that no
+        kept feature can see (causal attention): dropping them changes nothing but the cost. Only
+        the end-of-text outputs are kept, so the last block computes its queries, output
+        projection and MLP at those positions only, and the final LayerNorm (per token) too."""
+        t = x.shape[1]
+        x = x + self.positional_embedding[:t]  # [n, T', W]
+        for blk in self.blocks[:-1]:
             x = blk(x, causal=True)
-        x = self.ln_final(x)
-        return x[torch.arange(n, device=x.device), eot]  # [n, W]
+        return self.ln_final(self.blocks[-1].forward_at(x, eot))  # [n, W]
 
 
 def length_buckets(lengths: Tensor, max_buckets: int = 4, min_saving: float = 0.2) -> list[Tensor]:

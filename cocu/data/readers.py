@@ -204,10 +204,6 @@ class Benchmark:
         with Image.open(item.image) as im:
             return np.array(im.convert("RGB"))
 
-    def shard(self, rank: int, world_size: int) -> "Benchmark":
-        """Every `world_size`-th item from `rank` (for one process per GPU)."""
-        return Benchmark(self.card, self.folder, self.items[rank::world_size], self.prompt_names)
-
 
 def open_benchmark(card: ProtocolCard, root: Optional[Path | str] = None) -> Benchmark:
     """The benchmark a card describes, under the benchmarks root (see `resolve_root`).

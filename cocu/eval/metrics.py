@@ -1,8 +1,8 @@
 """Semantic-segmentation metrics with detectron2's evaluator contract (reset/process/evaluate).
 
-The confusion matrix is accumulated per rank and summed across ranks inside `evaluate()` when a
-torch.distributed process group is initialised (a no-op otherwise), as detectron2 does.
-Conventions follow mmseg's `total_area_to_metrics`, which the official GroupViT numbers use:
+One process evaluates a whole benchmark (work is split by checkpoint and benchmark, never by
+rank), so unlike detectron2's evaluator this one reduces nothing across processes. Conventions
+follow mmseg's `total_area_to_metrics`, which the official GroupViT numbers use:
 IoU_k = TP / (TP + FP + FN), and mIoU is the mean over the classes whose union is not empty
 (present in the labels OR predicted somewhere), x 100.
 
@@ -127,7 +127,7 @@ class SegEvaluator:
         self.per_image: list[np.ndarray] = []  # [3, K] per image: tp, labelled, predicted (bootstrap)
 
     @property
-    def num_images(self) -> int:  # processed on this rank
+    def num_images(self) -> int:
         return len(self.per_image)
 
     def process(self, pred: np.ndarray, label: np.ndarray) -> None:  # [H, W] ints each
@@ -136,39 +136,13 @@ class SegEvaluator:
         self.per_image.append(np.stack([np.diag(conf), conf.sum(axis=1), conf.sum(axis=0)]))
 
     def evaluate(self) -> dict[str, float]:
-        """Scores over every rank's images (the matrix is summed across ranks when distributed),
-        with `mIoU_ci_lo`/`mIoU_ci_hi`: the bootstrap 95% interval over all ranks' images."""
-        conf = all_reduce_sum(self.conf)
-        if conf.sum() == 0:
+        """Scores over the processed images, with `mIoU_ci_lo`/`mIoU_ci_hi`: the bootstrap 95%
+        interval over images."""
+        if self.conf.sum() == 0:
             log.warning("SegEvaluator.evaluate: no labelled pixels were processed")
-        scores = scores_from_confusion(conf, self.class_names)
-        per_image = np.stack(self.per_image) if self.per_image else np.zeros((0, 3, self.num_classes), np.int64)
-        self.image_counts = all_gather_rows(per_image)  # [N, 3, K] over all ranks: the paired bootstrap's input
+        scores = scores_from_confusion(self.conf, self.class_names)
+        # [N, 3, K]: the paired bootstrap's input
+        self.image_counts = np.stack(self.per_image) if self.per_image else np.zeros((0, 3, self.num_classes), np.int64)
         lo, hi = bootstrap_miou(self.image_counts)
         scores.update({"mIoU_ci_lo": lo, "mIoU_ci_hi": hi})
         return scores
-
-
-def all_gather_rows(array: np.ndarray) -> np.ndarray:
-    """Concatenate every rank's rows (rank order; ranks may hold different numbers); a copy alone."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return array.copy()
-    parts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, array)
-    return np.concatenate(parts)
-
-
-def all_reduce_sum(array: np.ndarray) -> np.ndarray:
-    """Sum an int64 array over the ranks of the default process group; a copy when there is none."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return array.copy()
-    nccl = dist.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
-    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
-    tensor = torch.from_numpy(array.copy()).to(device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor.cpu().numpy()

@@ -31,31 +31,27 @@ def benchmark_text_embeddings(model: object, tokenize: Callable[[list[str]], Ten
 
 def evaluate_benchmark(model: object, bench: Benchmark, text_emb: Tensor, *, scale: float,
                        mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                       rank: int = 0, world_size: int = 1, overlay_dir: Optional[Path] = None,
-                       num_overlays: int = 0, progress: bool = False, name: str = "",
-                       counts_path: Optional[Path] = None) -> dict[str, float]:
-    """Segment this rank's share of `bench` and return the metrics over all ranks (x 100).
+                       overlay_dir: Optional[Path] = None, num_overlays: int = 0, progress: bool = False,
+                       name: str = "", counts_path: Optional[Path] = None) -> dict[str, float]:
+    """Segment every image of `bench` and return the metrics (x 100).
 
-    Every rank must call this (the confusion matrix is all-reduced in `evaluate()`). Rank 0 writes
-    up to `num_overlays` overlays `<overlay_dir>/<id>.png` of its first images, and with
+    Writes up to `num_overlays` overlays `<overlay_dir>/<id>.png` of the first images, and with
     `counts_path` the per-image counts (`write_image_counts`), which paired comparisons of two
     checkpoints resample (cocu.reports.stats.paired_bootstrap).
     """
     log.info("%s", card_text(bench.card, name or None))
     evaluator = SegEvaluator(bench.num_classes, bench.card.ignore_index, bench.class_names)
-    shard = bench.shard(rank, world_size)
-    for i, (image_id, image, label) in enumerate(tqdm(shard, total=len(shard), disable=not progress,
+    for i, (image_id, image, label) in enumerate(tqdm(bench, total=len(bench), disable=not progress,
                                                       desc=f"eval {name}", mininterval=5.0)):
         pred = segment(model, image, text_emb, bench.card, scale=scale, mean=mean, std=std)
         evaluator.process(pred, label)
-        if rank == 0 and overlay_dir is not None and i < num_overlays:
+        if overlay_dir is not None and i < num_overlays:
             path = Path(overlay_dir) / f"{image_id.replace('/', '_')}.png"
             write_overlay(image, pred, bench.class_names, path, label=label)
     scores = evaluator.evaluate()
-    if rank == 0 and counts_path is not None:
-        order = [it.id for r in range(world_size) for it in bench.items[r::world_size]]  # the gather's order
-        write_image_counts(counts_path, evaluator.image_counts, order)
-    log.info("%s: mIoU %.2f aAcc %.2f over %d images (this rank)", name or bench.card.root, scores["mIoU"],
+    if counts_path is not None:
+        write_image_counts(counts_path, evaluator.image_counts, [it.id for it in bench.items])
+    log.info("%s: mIoU %.2f aAcc %.2f over %d images", name or bench.card.root, scores["mIoU"],
              scores["aAcc"], evaluator.num_images)
     return scores
 

@@ -175,6 +175,16 @@ def test_load_archives_joins_by_key(tmp_path):
     assert source("d", "x", np.random.default_rng(0)) == ["x", "x", "x"]
 
 
+@pytest.mark.parametrize("score, cluster", [(float("nan"), 0), (float("inf"), 1), (0.5, -1)])
+def test_load_archives_refuses_a_bad_entry_naming_its_key(tmp_path, score, cluster):
+    schema = pa.schema([("key", pa.string()), ("concepts", pa.list_(pa.string())),
+                        ("scores", pa.list_(pa.float32())), ("clusters", pa.list_(pa.int32()))])
+    pq.write_table(pa.table({"key": ["a", "b"], "concepts": [["cat"], ["dog", "sky"]], "scores": [[0.9], [0.5, score]],
+                             "clusters": [[0], [0, cluster]]}, schema=schema), tmp_path / "archive-00000.parquet")
+    with pytest.raises(ValueError, match=r"archive of key 'b'.*re-run the `curate` stage"):
+        load_archives(tmp_path)
+
+
 def _write_archives(folder: Path) -> list[str]:
     """60 archives of 0-7 of 30 concepts in 3 parquet shards; returns 65 keys (5 without)."""
     rng = np.random.default_rng(4)

@@ -27,6 +27,14 @@ def test_topk() -> None:
     assert sample_topk([], [], 3) == []
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_cluster_sampling_refuses_non_finite_scores(bad: float) -> None:
+    with pytest.raises(ValueError, match="score of concept 'ball' is"):
+        sample_cluster(CONCEPTS, [2.0, 1.5, bad, 0.2, -0.5], CLUSTERS, 3, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="one non-negative cluster id"):
+        sample_cluster(CONCEPTS, SCORES, [0, 1, -1, 1, 2], 3, np.random.default_rng(0))
+
+
 def test_cluster_probabilities() -> None:
     ids, p = cluster_probabilities(np.array(SCORES), np.array(CLUSTERS))
     means = np.array([1.5, 0.85, -0.5])  # cluster 0: (2 + 1) / 2, 1: (1.5 + 0.2) / 2, 2: -0.5

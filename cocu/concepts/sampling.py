@@ -53,6 +53,12 @@ def sample_cluster(
         return []
     s = np.asarray(scores, dtype=np.float64)  # [A]
     c = np.asarray(clusters, dtype=np.int64)  # [A]
+    if not np.isfinite(s).all():  # a NaN would turn every probability into NaN (or choice() would fail)
+        bad = int(np.flatnonzero(~np.isfinite(s))[0])
+        raise ValueError(f"sample_cluster: score of concept {concepts[bad]!r} is {s[bad]} (scores must be finite)")
+    if len(s) != len(concepts) or len(c) != len(concepts) or (c < 0).any():
+        raise ValueError(f"sample_cluster: {len(concepts)} concepts, {len(s)} scores, {len(c)} clusters "
+                         f"(one non-negative cluster id and one score per concept)")
     ids, p = cluster_probabilities(s, c)
     drawn = rng.choice(ids, size=k, p=p)  # [k] cluster of each draw
     logits = np.where(c[None, :] == drawn[:, None], s[None, :] + rng.gumbel(size=(k, len(s))), -np.inf)

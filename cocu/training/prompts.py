@@ -204,14 +204,22 @@ def load_archives(folder: Path | str, keys: Strings | None = None) -> ConceptArc
     if not (np.array_equal(offsets["concepts"], offsets["scores"])
             and np.array_equal(offsets["concepts"], offsets["clusters"])):
         raise ValueError(f"{folder}: concepts, scores and clusters differ in length for some rows")
+    scores = lists["scores"].flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    clusters = lists["clusters"].flatten().to_numpy(zero_copy_only=False).astype(np.int32)
+    bad = np.flatnonzero(~np.isfinite(scores) | (clusters < 0))
+    if len(bad):  # checked once here, not in the middle of training (sample_cluster refuses them too)
+        row = int(np.searchsorted(offsets["scores"], bad[0], side="right") - 1)
+        raise ValueError(f"{folder}: archive of key {table.column('key')[row].as_py()!r} has score "
+                         f"{scores[bad[0]]} / cluster {clusters[bad[0]]} ({len(bad)} entries with a non-finite "
+                         f"score or a negative cluster id); re-run the `curate` stage")
     encoded = pc.dictionary_encode(lists["concepts"].flatten())
     archives = ConceptArchives(
         keys=table.column("key"),
         names=encoded.dictionary.to_pylist(),
         offsets=offsets["concepts"],
         ids=encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32),
-        scores=lists["scores"].flatten().to_numpy(zero_copy_only=False).astype(np.float32),
-        clusters=lists["clusters"].flatten().to_numpy(zero_copy_only=False).astype(np.int32),
+        scores=scores,
+        clusters=clusters,
     )
     if keys is not None:
         archives.count_missing(keys)

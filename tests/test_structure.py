@@ -93,3 +93,27 @@ def test_stage_deps_cover_every_file_it_runs_transitively(stage: str) -> None:
 def test_transitive_deps_see_what_direct_imports_miss() -> None:
     """The case that the direct-import check let through: evaluate runs cocu/data/templates.py."""
     assert "cocu/data/templates.py" in _stage_runs(STAGES["evaluate"])
+
+
+def _documented_graph() -> dict[str, set[str]]:
+    """docs/architecture.md's table between its structure markers: node -> the nodes it imports."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    table = text.split("<!-- structure:begin -->")[1].split("<!-- structure:end -->")[0]
+    out = {}
+    for line in table.strip().splitlines()[2:]:
+        node, _, imports = [c.strip() for c in line.strip("|").split("|")]
+        out[node.strip("`")] = set() if imports == "—" else {f"cocu.{n.strip()}" for n in imports.split(",")}
+    return out
+
+
+def test_docs_describe_the_import_structure_as_it_is() -> None:
+    graph = {k: v - {"cocu"} for k, v in package_graph(GRAPH).items() if k != "cocu"}  # the root: a docstring
+    assert _documented_graph() == graph
+
+
+def test_stage_libraries_import_in_one_direction() -> None:
+    """docs/architecture.md: each stage library imports only the libraries listed after it."""
+    order = ["cocu.reports", "cocu.eval", "cocu.training", "cocu.clip", "cocu.concepts", "cocu.data", "cocu.models"]
+    graph = package_graph(GRAPH)
+    for i, node in enumerate(order):
+        assert not graph[node] & set(order[: i + 1]), f"{node} imports {sorted(graph[node] & set(order[:i]))}"

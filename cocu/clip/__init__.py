@@ -1,1 +1,3 @@
-"""clip."""
+"""The CLIP teacher: import a weights file or train the synthetic one, embed the corpus and the
+vocabulary (docs/architecture.md).
+"""

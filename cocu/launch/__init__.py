@@ -1,1 +1,3 @@
-"""launch."""
+"""Launching work: in process, the debug executor or SLURM through submitit (jobs and job arrays),
+devices and DDP (docs/architecture.md).
+"""

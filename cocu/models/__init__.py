@@ -1,1 +1,1 @@
-"""models."""
+"""GroupViT: image and text towers, projectors and the contrastive loss (docs/architecture.md)."""

@@ -174,7 +174,7 @@ def test_rehearsal_runs_end_to_end_on_slurm_and_never_touches_the_data(tmp_path)
     assert fingerprint["count"] == 9 and all(e["path"].startswith("../cocu-rehearsal/") for e in fingerprint["shards"])
     assert not list((repo / "data" / "pairs" / "shards").iterdir())
     assert not list((repo / "data" / "benchmarks").iterdir())
-    teacher = json.loads((repo / "metrics" / "teacher.json").read_text())["metrics"]
+    teacher = json.loads((repo / "metrics" / "details" / "teacher.json").read_text())["metrics"]
     assert (teacher["format"], teacher["activation"], teacher["arch"]) == \
         ("openai-torchscript", "QuickGELU", "ViT-B-16-quickgelu")
 

@@ -11,11 +11,13 @@ one MLflow run per checkpoint. The benchmarks of a checkpoint run through cocu/l
 `launcher.stages.evaluate.tasks` jobs: 1 (the default) is one job, in this process locally, the
 model loaded once (a process costs seconds of start-up, more than a synthetic benchmark's whole
 evaluation); on a cluster with the eight real benchmarks, one task per benchmark runs them side by side.
+On a cluster every checkpoint's jobs are submitted at once (locally the checkpoints go one by one).
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cocu.config import load_params
@@ -34,12 +36,22 @@ def main(params_file: Path) -> None:
 
     params = load_params(params_file)  # EvalConfig checks that every active name has a protocol card
     cards = {b: params.eval.benchmarks[b] for b in params.eval.active}
-    for variant, seed in configured_runs(params):
+    runs = configured_runs(params)
+
+    def evaluate(variant: str, seed: int) -> dict:
+        return evaluate_benchmarks(run_outputs(params, variant, seed)["checkpoint"], cards, active_roots(params),
+                                   params.data.mean, params.data.std,
+                                   Path(params.paths.results) / variant / f"s{seed}", params.eval.overlays,
+                                   params.eval.threads, params.launcher, f"evaluate-{run_name(variant, seed)}")
+
+    if params.launcher.cluster == "local" or len(runs) < 2:
+        all_results = [evaluate(*r) for r in runs]
+    else:  # each thread submits one checkpoint's jobs and waits for them
+        with ThreadPoolExecutor(len(runs)) as pool:
+            all_results = list(pool.map(lambda r: evaluate(*r), runs))
+    for (variant, seed), results in zip(runs, all_results):
         run = run_name(variant, seed)
         out_dir = Path(params.paths.results) / variant / f"s{seed}"
-        results = evaluate_benchmarks(run_outputs(params, variant, seed)["checkpoint"], cards, active_roots(params),
-                                      params.data.mean, params.data.std, out_dir, params.eval.overlays,
-                                      params.eval.threads, params.launcher, f"evaluate-{run}")
         for bench, result in results.items():
             result.update(variant=variant, seed=seed, profile=params.run.profile)
             write_json(out_dir / f"{bench}.json", result)

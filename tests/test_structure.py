@@ -97,7 +97,7 @@ def test_transitive_deps_see_what_direct_imports_miss() -> None:
 
 def _documented_graph() -> dict[str, set[str]]:
     """docs/architecture.md's table between its structure markers: node -> the nodes it imports."""
-    text = (REPO / "docs" / "architecture.md").read_text()
+    text = (REPO / "docs/architecture.md").read_text()
     table = text.split("<!-- structure:begin -->")[1].split("<!-- structure:end -->")[0]
     out = {}
     for line in table.strip().splitlines()[2:]:

@@ -99,23 +99,6 @@ def test_job_completes_in_sacct_and_streams_its_log(tmp_path: Path, caplog: pyte
     assert sacct_states(job_id) == ["COMPLETED"]
 
 
-def test_preempted_job_requeues_and_resumes(tmp_path: Path) -> None:
-    task = Accumulate(steps=8, step_s=0.5)
-    reference = run_job(CheckpointableTask(Accumulate(steps=8), tmp_path / "ref"),
-                        cfg=LOCAL_LAUNCHER, name="ref")
-    run_dir = tmp_path / "run"
-    job = submit_job(CheckpointableTask(task, run_dir), cfg=SLURM, name="ckpt", folder=tmp_path / "jobs")
-    deadline = time.monotonic() + 60
-    while not list(run_dir.glob("step_*.npy")):  # at least one checkpoint, so the handler is armed
-        assert time.monotonic() < deadline and not job.done(), "job wrote no checkpoint"
-        time.sleep(0.2)
-    job._interrupt()  # what SLURM does on pre-emption: SIGTERM, then USR2
-    result = wait_for(job, "ckpt", poll_s=0.5)
-    assert result == reference
-    assert (run_dir / "starts.txt").read_text().split() == ["-", "1"]  # two starts, the 2nd a restart
-    assert sacct_states(job.job_id, rows=2) == ["REQUEUED", "COMPLETED"]
-
-
 SLOW_SCONTROL = """#!/bin/bash
 # scontrol, but `requeue` lingers 2 s after it is done: the SIGTERM that the requeue sends to the
 # job's processes reaches it while it still runs (KillWait=5 in slurm_up.sh: SIGKILL comes later)
@@ -126,8 +109,9 @@ exit $rc
 
 
 def test_requeue_survives_the_sigterm_it_triggers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`scontrol requeue` SIGTERMs the job, its own process included; a slow one must not die of it
-    (in CI it once did: the job wrote a failed result although SLURM had requeued it)."""
+    """A pre-empted job requeues and resumes from its checkpoint to the uninterrupted result. The
+    `scontrol requeue` that requeues it SIGTERMs the job, its own process included; a slow one must
+    not die of it (in CI it once did: the job wrote a failed result although SLURM had requeued it)."""
     shims = tmp_path / "bin"
     shims.mkdir()
     (shims / "scontrol").write_text(SLOW_SCONTROL.format(real=shutil.which("scontrol")))
@@ -140,8 +124,9 @@ def test_requeue_survives_the_sigterm_it_triggers(tmp_path: Path, monkeypatch: p
     while not list(run_dir.glob("step_*.npy")):
         assert time.monotonic() < deadline and not job.done(), "job wrote no checkpoint"
         time.sleep(0.2)
-    job._interrupt()
-    assert wait_for(job, "ckpt", poll_s=0.5) == Accumulate(steps=6)(tmp_path)
+    job._interrupt()  # what SLURM does on pre-emption: SIGTERM, then USR2
+    assert wait_for(job, "ckpt", poll_s=0.5) == Accumulate(steps=6)(tmp_path)  # as if uninterrupted
+    assert (run_dir / "starts.txt").read_text().split() == ["-", "1"]  # two starts, the 2nd a restart
     assert sacct_states(job.job_id, rows=2) == ["REQUEUED", "COMPLETED"]
 
 STAGE_FUNCTIONS = """

@@ -247,7 +247,7 @@ def measure_groupvit(timed: bool) -> dict[str, float]:
     """The paper GroupViT: FLOPs of one training sample's forward (224 px image, a caption and K
     prompts of 77 tokens) and of one evaluation window at 224 and 448 px; optionally the CPU
     seconds of one window at 224."""
-    from cocu.models.config import paper_model_config
+    from cocu.config import paper_model_config
     from cocu.models.factory import build_model
     from cocu.training.batches import random_pairs
 

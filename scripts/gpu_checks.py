@@ -67,7 +67,7 @@ def sync(dev: torch.device) -> None:
 def check_train(cpu: bool) -> None:
     """cocu.training.loop.train with bf16 autocast (amp: true) on CUDA: loss finite, a checkpoint
     written, and a resumed run reaching the uninterrupted run's weights."""
-    from cocu.models.config import tiny_model_config
+    from cocu.config import tiny_model_config
     from cocu.models.factory import build_model
     from cocu.training.batches import InMemoryBatches, random_pairs
     from cocu.training.checkpoint import load_checkpoint
@@ -111,7 +111,7 @@ def check_ddp(cpu: bool) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     from cocu.launch.device import autocast_context
-    from cocu.models.config import tiny_model_config
+    from cocu.config import tiny_model_config
     from cocu.models.factory import build_model
     from cocu.training.batches import random_pairs
     from cocu.training.losses import GroupViTLoss

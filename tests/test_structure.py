@@ -117,3 +117,36 @@ def test_stage_libraries_import_in_one_direction() -> None:
     graph = package_graph(GRAPH)
     for i, node in enumerate(order):
         assert not graph[node] & set(order[: i + 1]), f"{node} imports {sorted(graph[node] & set(order[:i]))}"
+
+
+def _imports_from_cocu(path: Path) -> set[tuple[str, str]]:
+    """(module, name) of every `from cocu.x import name` in a file, anywhere in it."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {(node.module, alias.name) for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+            and node.module.split(".")[0] == "cocu" for alias in node.names}
+
+
+OUTSIDE = sorted(p.relative_to(REPO).as_posix() for folder in ("pipelines", "benchmarks", "scripts")
+                 for p in (REPO / folder).rglob("*.py"))
+
+
+@pytest.mark.parametrize("rel", OUTSIDE)
+def test_scripts_import_what_exists(rel: str) -> None:
+    """The stage scripts, speed benchmarks and helper scripts (run by hand, not all by a test) import
+    only modules and names that exist: a module moved in the library is caught here."""
+    import importlib
+
+    missing = []
+    for module, name in sorted(_imports_from_cocu(REPO / rel)):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError:
+            missing.append(module)
+            continue
+        if not hasattr(mod, name):
+            try:
+                importlib.import_module(f"{module}.{name}")
+            except ModuleNotFoundError:
+                missing.append(f"{module}.{name}")
+    assert not missing, f"{rel} imports what does not exist: {missing}"

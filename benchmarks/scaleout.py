@@ -89,9 +89,7 @@ def write_params(folder: Path, common: Path, tasks: int, partition: str) -> Path
 
 
 def run_stage(stage: str, params: Path, log: Path) -> float:
-    cmd = [sys.executable, str(REPO / "pipelines" / f"{stage}.py"), "--params", str(params)]
-    if stage in ("pretrain", "evaluate"):
-        cmd += ["--variant", "baseline", "--seed", "0"]
+    cmd = [sys.executable, str(REPO / "pipelines" / f"{stage}.py"), "--params", str(params)]  # one run: baseline-s0
     t0 = time.perf_counter()
     with log.open("a") as f:
         f.write(f"\n==== {stage} ({params})\n")

@@ -6,7 +6,6 @@ tests/test_slurm.py."""
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import tarfile
 from pathlib import Path
@@ -20,6 +19,7 @@ from cocu.data import manifest
 from cocu.data.pairs import partial_dir, validate_shards
 from cocu.data.shards import SkipCounter, encode_jpeg
 from cocu.launch.executor import deal, sbatch_script, stage_launcher
+from tests.conftest import write_tar
 
 
 REPO_PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")  # configs built from it, not
@@ -96,15 +96,6 @@ def test_bad_stage_resources_name_the_key(tmp_path: Path, key: str, value: int) 
 # pairs: validation as an array
 
 
-def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 def _sample(key: str, seed: int, caption: str | None = None) -> list[tuple[str, bytes]]:
     rng = np.random.default_rng(seed)
     image = encode_jpeg(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), 90)
@@ -117,17 +108,17 @@ def messy_shards(folder: Path) -> list[Path]:
     ok = lambda lo, hi: [m for i in range(lo, hi) for m in _sample(f"k{i:04d}", i)]  # noqa: E731
     bad_jpeg = _sample("k0100", 100)[0][1][:50]
     shards = [
-        _tar(folder / "000000.tar", ok(0, 5)),
-        _tar(folder / "000001.tar", ok(5, 7) + [("k0100.jpg", bad_jpeg), ("k0100.txt", b"cut")]
+        write_tar(folder / "000000.tar", ok(0, 5)),
+        write_tar(folder / "000001.tar", ok(5, 7) + [("k0100.jpg", bad_jpeg), ("k0100.txt", b"cut")]
              + [("k0101.jpg", _sample("k0101", 101)[0][1])] + ok(7, 9)),  # truncated image, missing caption
         folder / "000002.tar",  # empty
-        _tar(folder / "000003.tar", _sample("k0002", 333) + ok(9, 12)),  # a key of shard 0 again
+        write_tar(folder / "000003.tar", _sample("k0002", 333) + ok(9, 12)),  # a key of shard 0 again
         folder / "000004.tar",  # corrupt: the first half of a tar
-        _tar(folder / "000005.tar", ok(12, 15) + _sample("k0013", 444) + ok(15, 16)),  # repeated in the shard
-        _tar(folder / "000006.tar", [("k0102.txt", b"no image")] + ok(16, 18) + _sample("k0007", 555)),
+        write_tar(folder / "000005.tar", ok(12, 15) + _sample("k0013", 444) + ok(15, 16)),  # repeated in the shard
+        write_tar(folder / "000006.tar", [("k0102.txt", b"no image")] + ok(16, 18) + _sample("k0007", 555)),
     ]
     shards[2].write_bytes(b"")
-    full = _tar(folder / "tmp.tar", ok(30, 34))
+    full = write_tar(folder / "tmp.tar", ok(30, 34))
     with tarfile.open(full) as tar:
         cut = tar.getmembers()[4].offset_data + 10  # inside the image of the third sample
     shards[4].write_bytes(full.read_bytes()[:cut])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,7 @@ from cocu.data.manifest import index_shards
 from cocu.data.pairs import index_corpus
 from cocu.data.shards import (RawSample, SkipCounter, encode_jpeg, is_valid_key, iter_samples, key_problem,
                               list_shards, read_tar, shard_images, split_member, write_shards)
-from tests.conftest import LOCAL_LAUNCHER
+from tests.conftest import LOCAL_LAUNCHER, write_tar
 
 
 def _jpeg(seed: int) -> bytes:
@@ -26,15 +25,6 @@ def _jpeg(seed: int) -> bytes:
 
 def _raw(n: int) -> list[RawSample]:
     return [RawSample(key=f"k{i:04d}", image=_jpeg(i), caption=f"a photo of thing {i}") for i in range(n)]
-
-
-def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 def test_round_trip(tmp_path):
@@ -65,7 +55,7 @@ def test_rewrite_removes_stale_shards(tmp_path):
 
 def test_each_bad_sample_is_skipped_and_counted(tmp_path):
     good = _jpeg(0)
-    _tar(tmp_path / "000000.tar", [
+    write_tar(tmp_path / "000000.tar", [
         ("ok1.jpg", good), ("ok1.txt", b"a red ball"),
         ("trunc.jpg", good[: len(good) // 2]), ("trunc.txt", b"cut short"),
         ("latin.jpg", good), ("latin.txt", "caf\xe9 on the grass".encode("latin-1")),
@@ -75,8 +65,8 @@ def test_each_bad_sample_is_skipped_and_counted(tmp_path):
         ("ok2.jpg", good), ("ok2.txt", "caf\u00e9 by the sea".encode("utf-8")),
     ])
     (tmp_path / "000001.tar").write_bytes(b"")  # empty file
-    _tar(tmp_path / "000002.tar", [])  # a valid tar with no members
-    _tar(tmp_path / "000003.tar", [("ok3.jpg", good), ("ok3.txt", b"last one")])
+    write_tar(tmp_path / "000002.tar", [])  # a valid tar with no members
+    write_tar(tmp_path / "000003.tar", [("ok3.jpg", good), ("ok3.txt", b"last one")])
     counter = SkipCounter()
     keys = [s.key for s in iter_samples(list_shards(tmp_path), counter)]
     assert keys == ["ok1", "ok2", "ok3"]
@@ -90,7 +80,7 @@ def test_each_bad_sample_is_skipped_and_counted(tmp_path):
 
 def test_corrupt_tar_keeps_what_was_read(tmp_path):
     good = _jpeg(1)
-    path = _tar(tmp_path / "000000.tar", [(f"s{i}.{e}", good if e == "jpg" else b"cap") for i in range(4)
+    path = write_tar(tmp_path / "000000.tar", [(f"s{i}.{e}", good if e == "jpg" else b"cap") for i in range(4)
                                           for e in ("jpg", "txt")])
     data = path.read_bytes()
     path.write_bytes(data[:5800])  # cut inside the third sample's image (512-byte tar blocks)
@@ -123,7 +113,7 @@ def test_adjacent_duplicate_key_is_counted_and_the_first_kept(tmp_path):
     """23 samples, two adjacent ones share a key: 22 rows, one duplicate_key, the first copy kept."""
     samples = [(f"k{i:03d}", _jpeg(i), f"caption {i}".encode()) for i in range(23)]
     samples[6] = ("k005", _jpeg(6), b"the second k005")  # right after k005
-    path = _tar(tmp_path / "000000.tar", _members(samples))
+    path = write_tar(tmp_path / "000000.tar", _members(samples))
     stats = index_corpus([path], PairsConfig(source="webdataset", shards_glob=None, caption_key="txt", image_keys=("jpg", "jpeg", "png", "webp")), tmp_path / "manifest.parquet", name="pairs", launcher=LOCAL_LAUNCHER)
     assert (stats.written, stats.valid) == (23, 22)
     assert stats.skipped["duplicate_key"] == 1 and sum(stats.skipped.values()) == 1
@@ -134,15 +124,15 @@ def test_adjacent_duplicate_key_is_counted_and_the_first_kept(tmp_path):
 
 def test_repeated_key_in_a_shard_keeps_its_first_sample_adjacent_or_not(tmp_path):
     good = _jpeg(0)
-    _tar(tmp_path / "000000.tar", _members([
+    write_tar(tmp_path / "000000.tar", _members([
         ("a", good, b"first a"), ("a", good, b"adjacent a"), ("b", good, b"b"), ("a", good, b"later a"),
         ("c", good, b"\xff not utf-8"), ("c", good, b"valid c, but c's first sample in this shard was bad"),
     ]))
-    _tar(tmp_path / "000001.tar", _members([
+    write_tar(tmp_path / "000001.tar", _members([
         ("b", good, b"b again, in a later shard"),  # a valid repeat across shards: the manifest counts it
         ("d", good, b"\xff bad d"),
     ]))
-    _tar(tmp_path / "000002.tar", _members([("d", good, b"valid d in a later shard")]))  # first valid d
+    write_tar(tmp_path / "000002.tar", _members([("d", good, b"valid d in a later shard")]))  # first valid d
     counter = SkipCounter()
     frame = index_shards(list_shards(tmp_path), counter)
     assert list(zip(frame["key"], frame["caption"])) == [
@@ -156,7 +146,7 @@ def test_repeated_key_in_a_shard_keeps_its_first_sample_adjacent_or_not(tmp_path
 def test_training_reader_yields_the_sample_the_manifest_kept(tmp_path):
     """`shard_images` (the training stream's reader) splits and dedups a shard as the manifest does."""
     images = [_jpeg(i) for i in range(6)]
-    _tar(tmp_path / "000000.tar", _members([
+    write_tar(tmp_path / "000000.tar", _members([
         ("a", images[0], b"a"), ("a", images[1], b"adjacent a"), ("b", images[2], b"b"),
         ("a", images[3], b"later a"), ("c", images[4], b"\xff"), ("c", images[5], b"valid, too late")]))
     frame = index_shards([tmp_path / "000000.tar"], SkipCounter())
@@ -169,7 +159,7 @@ def test_training_reader_yields_the_sample_the_manifest_kept(tmp_path):
 
 def test_utf8_bom_is_dropped_from_captions(tmp_path):
     good = _jpeg(0)
-    _tar(tmp_path / "000000.tar", _members([
+    write_tar(tmp_path / "000000.tar", _members([
         ("bom", good, "\ufeffa red ball".encode("utf-8")),
         ("bomspace", good, "\ufeff  sky over sand \n".encode("utf-8")),
         ("bomonly", good, "\ufeff".encode("utf-8")),  # nothing but the mark: no caption
@@ -188,7 +178,7 @@ BAD_MEMBER_NAMES = ["../escape", "/abs/olute", "dir/key", "a\\b", "..\\up", "new
 @pytest.mark.parametrize("key", BAD_MEMBER_NAMES)
 def test_a_key_that_is_not_a_plain_name_is_skipped_and_counted(tmp_path, key):
     good = _jpeg(0)
-    _tar(tmp_path / "000000.tar", _members([("ok1", good, b"fine"), (key, good, b"sneaky"), ("ok2", good, b"fine")]))
+    write_tar(tmp_path / "000000.tar", _members([("ok1", good, b"fine"), (key, good, b"sneaky"), ("ok2", good, b"fine")]))
     counter = SkipCounter()
     frame = index_shards([tmp_path / "000000.tar"], counter)
     assert list(frame["key"]) == ["ok1", "ok2"]
@@ -237,7 +227,7 @@ def test_read_tar_matches_tarfile(tmp_path, fmt):
 
 def test_read_tar_accepts_a_signed_header_checksum(tmp_path):
     """Some old tar programs summed the header bytes as signed chars; `tarfile` accepts both sums."""
-    path = _tar(tmp_path / "t.tar", [("\u00e9t\u00e9.jpg", b"x" * 10)])  # name bytes >= 0x80: the sums differ
+    path = write_tar(tmp_path / "t.tar", [("\u00e9t\u00e9.jpg", b"x" * 10)])  # name bytes >= 0x80: the sums differ
     data = bytearray(path.read_bytes())
     header = data[:512]
     signed = sum(b - 256 * (b > 127) for b in header[:148]) + 256 + sum(b - 256 * (b > 127) for b in header[156:])
@@ -274,7 +264,7 @@ def test_a_tar_that_breaks_between_members_is_counted_by_every_reader(tmp_path, 
     `corrupt_shard` for the manifest and for the training stream alike (Python's `tarfile` ends a
     stream there silently), and both keep the same samples before the break."""
     samples = [(f"s{i}", _jpeg(i), f"caption {i}".encode()) for i in range(4)]
-    path = _tar(tmp_path / "000000.tar", _members(samples))
+    path = write_tar(tmp_path / "000000.tar", _members(samples))
     data = path.read_bytes()
     with tarfile.open(path) as tar:
         third = [m for m in tar if m.name == "s2.jpg"][0].offset  # the header of the third sample

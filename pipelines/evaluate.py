@@ -8,16 +8,16 @@ bootstrap of the report resamples them) and example predictions beside the groun
 `<benchmark>_examples/`; the DVC metrics file `<paths.eval_metrics>/<variant>-s<seed>.json`
 (`mIoU/<benchmark>` only: aAcc, mAcc and the rest are in the per-benchmark files, and in MLflow); and
 one MLflow run per checkpoint. The benchmarks of a checkpoint run through cocu/launch, dealt to
-`launcher.stages.evaluate.tasks` jobs: 1 (the default) is one job, in this process locally, the
+`launcher.stages.evaluate.tasks` jobs: 1 (the default) is one job (locally a plain call), the
 model loaded once (a process costs seconds of start-up, more than a synthetic benchmark's whole
 evaluation); on a cluster with the eight real benchmarks, one task per benchmark runs them side by side.
-On a cluster every checkpoint's jobs are submitted at once (locally the checkpoints go one by one).
+Locally `pretrain.parallel` checkpoints are evaluated at a time, each in its own process; on a
+cluster every checkpoint's jobs are submitted at once.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cocu.config import load_params
@@ -28,28 +28,14 @@ SUMMARY_KEYS = ("mIoU", "aAcc", "mAcc")
 
 
 def main(params_file: Path) -> None:
-    from cocu.data.benchmarks import active_roots  # after run_stage has checked the params
-    from cocu.eval.jobs import evaluate_benchmarks
+    from cocu.eval.jobs import evaluate_runs  # after run_stage has checked the params
     from cocu.tracking import start_run
     from cocu.tracking.run_info import write_json, write_metrics
-    from cocu.training.runs import configured_runs, run_name, run_outputs
+    from cocu.training.runs import configured_runs, run_name
 
     params = load_params(params_file)  # EvalConfig checks that every active name has a protocol card
-    cards = {b: params.eval.benchmarks[b] for b in params.eval.active}
     runs = configured_runs(params)
-
-    def evaluate(variant: str, seed: int) -> dict:
-        return evaluate_benchmarks(run_outputs(params, variant, seed)["checkpoint"], cards, active_roots(params),
-                                   params.data.mean, params.data.std,
-                                   Path(params.paths.results) / variant / f"s{seed}", params.eval.overlays,
-                                   params.eval.threads, params.launcher, f"evaluate-{run_name(variant, seed)}")
-
-    if params.launcher.cluster == "local" or len(runs) < 2:
-        all_results = [evaluate(*r) for r in runs]
-    else:  # each thread submits one checkpoint's jobs and waits for them
-        with ThreadPoolExecutor(len(runs)) as pool:
-            all_results = list(pool.map(lambda r: evaluate(*r), runs))
-    for (variant, seed), results in zip(runs, all_results):
+    for (variant, seed), results in zip(runs, evaluate_runs(Path(params_file), params, runs)):
         run = run_name(variant, seed)
         out_dir = Path(params.paths.results) / variant / f"s{seed}"
         for bench, result in results.items():

@@ -192,3 +192,59 @@ def test_cli_dry_run_of_an_array_stage(tmp_path: Path, capsys: pytest.CaptureFix
         assert line in lines, line
     assert ex.main(["--params", str(params), "--stage", "embed"]) == 0
     assert '"array_tasks": 16' in capsys.readouterr().out
+
+
+def test_held_signals_are_delivered_after_the_block_in_order() -> None:
+    import signal
+
+    from cocu.launch.signals import held_signals
+
+    seen: list[int] = []
+
+    def handler(signum, frame):
+        seen.append(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGUSR2, signal.SIGTERM)}
+    try:
+        with held_signals() as pending:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100):  # Python runs handlers between bytecodes: give it the chance
+                pass
+            assert seen == [] and pending == [signal.SIGUSR2, signal.SIGTERM]
+        assert seen == [signal.SIGUSR2, signal.SIGTERM]
+        assert signal.getsignal(signal.SIGUSR2) is handler and signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def test_a_preemption_during_a_checkpoint_write_exits_after_the_file_is_whole(tmp_path: Path, monkeypatch) -> None:
+    """submitit's USR2 handler requeues and calls sys.exit; arriving inside torch.save it once turned
+    into a RuntimeError of the zip writer (the job reported a failure although SLURM requeued it)."""
+    import signal
+
+    import torch
+
+    from cocu.training import checkpoint
+
+    def requeue_and_exit(signum, frame):
+        raise SystemExit(-1)
+
+    real_save = torch.save
+
+    def save_hit_by_usr2(obj, f):  # the signal arrives while the file is being written
+        os.kill(os.getpid(), signal.SIGUSR2)
+        for _ in range(100):
+            pass
+        real_save(obj, f)
+
+    old = signal.signal(signal.SIGUSR2, requeue_and_exit)
+    monkeypatch.setattr(checkpoint.torch, "save", save_hit_by_usr2)
+    try:
+        with pytest.raises(SystemExit):
+            checkpoint.save_checkpoint({"w": torch.arange(1000.0)}, tmp_path / "ckpt_00000002.pt")
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+    assert torch.equal(checkpoint.load_checkpoint(tmp_path / "ckpt_00000002.pt")["w"], torch.arange(1000.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt_00000002.pt"]  # no temporary file left

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from cocu.launch.device import cuda_rng_states, set_cuda_rng_states
+from cocu.launch.signals import held_signals
 from cocu.tracking.run_info import sha256_file  # noqa: F401 (re-exported)
 
 _NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
@@ -40,19 +41,22 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
-    """Write `state` to a temporary file in the same folder, fsync, then rename over `path`."""
+    """Write `state` to a temporary file in the same folder, fsync, then rename over `path`. A
+    pre-emption signal (SIGTERM, SIGUSR2) that arrives meanwhile is handled once the file is in
+    place (`cocu.launch.signals.held_signals`), never in the middle of the write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with held_signals():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
 
 

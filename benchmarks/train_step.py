@@ -65,6 +65,19 @@ class Inputs:
     prompts: Optional[Tensor]  # int64 [B, K, T] or None (K = 0)
 
 
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   clip: float) -> Callable[[], None]:
+    """The optimizer half of a training step, the same for both models: clip, step, zero the grads."""
+
+    def opt() -> None:
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return opt
+
+
 def random_texts(n: int, context: int, mean_tokens: int, vocab: int, g: torch.Generator) -> Tensor:
     """n CLIP-BPE-shaped texts [n, context]: start token, L ids, end-of-text (the largest id),
     zero padding; L uniform in [mean/2, 3 mean/2], at most context - 2."""
@@ -121,13 +134,7 @@ def our_step(params: Params, inputs: Inputs, device: torch.device, amp: Optional
         loss.backward()
         return loss.detach()
 
-    def opt() -> None:
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return Step("ours", model, fwd_bwd, opt, parameter_counts(model))
+    return Step("ours", model, fwd_bwd, optimizer_step(model, optimizer, clip), parameter_counts(model))
 
 
 def install_official_standins() -> None:
@@ -274,13 +281,7 @@ def official_step(models: types.ModuleType, params: Params, inputs: Inputs, devi
         loss.backward()
         return loss.detach()
 
-    def opt() -> None:
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        optimizer.zero_grad()
-
-    return Step("official", model, fwd_bwd, opt, official_counts(model))
+    return Step("official", model, fwd_bwd, optimizer_step(model, optimizer, clip), official_counts(model))
 
 
 # --------------------------------------------------------------------------------------------

@@ -527,6 +527,10 @@ class ModelConfig(Checked):
     projector: ProjectorConfig
     temperature: float = spec(gt=0)  # both logit scales start at log(1 / temperature)
     max_logit_scale: float = spec(ge=1)  # exp(logit_scale) is clamped to this
+    # How the multi-label loss scores an image against a prompt: `mean` = GroupViT (the projected
+    # mean of the final segment tokens, as the image-caption loss), `max` = its best-matching
+    # projected segment (a deviation measured on the synthetic world, docs/method.md)
+    prompt_pool: Literal["mean", "max"]
 
     def _check(self) -> None:
         if 1.0 / self.temperature > self.max_logit_scale:
@@ -542,7 +546,7 @@ def paper_model_config() -> ModelConfig:
                                  group_token_std=0.02, gumbel_noise=True),
         text=TextEncoderConfig(context_length=77, vocab_size=49408, width=256, layers=12, heads=4, mlp_ratio=4.0),
         projector=ProjectorConfig(hidden_dim=4096, out_dim=256),
-        temperature=0.07, max_logit_scale=100.0,
+        temperature=0.07, max_logit_scale=100.0, prompt_pool="mean",
     )
 
 
@@ -556,7 +560,7 @@ def tiny_model_config() -> ModelConfig:
                                  group_token_std=0.02, gumbel_noise=True),
         text=TextEncoderConfig(context_length=32, vocab_size=49408, width=64, layers=2, heads=2, mlp_ratio=4.0),
         projector=ProjectorConfig(hidden_dim=256, out_dim=64),
-        temperature=0.07, max_logit_scale=100.0,
+        temperature=0.07, max_logit_scale=100.0, prompt_pool="mean",
     )
 
 

@@ -28,16 +28,22 @@ def reference_itc(img: torch.Tensor, txt: torch.Tensor, s: float) -> float:
 
 
 def reference_mlc(img: torch.Tensor, prompts: torch.Tensor, s: float) -> float:
+    """img [B, C] (one feature per image) or [B, G, C] (segments: an image scores a prompt by its
+    best segment)."""
     b, k, _ = prompts.shape
+
+    def score(i: int, p: torch.Tensor) -> float:
+        return float(img[i] @ p) if img.dim() == 2 else max(float(g @ p) for g in img[i])
+
     image_side = 0.0
     for i in range(b):
-        logits = {(j, m): s * float(img[i] @ prompts[j, m]) for j in range(b) for m in range(k)}
+        logits = {(j, m): s * score(i, prompts[j, m]) for j in range(b) for m in range(k)}
         log_z = math.log(sum(math.exp(v) for v in logits.values()))
         image_side += -sum((1 / k) * (logits[(i, m)] - log_z) for m in range(k))
     prompt_side = 0.0
     for i in range(b):
         for m in range(k):
-            logits = [s * float(prompts[i, m] @ img[j]) for j in range(b)]
+            logits = [s * score(j, prompts[i, m]) for j in range(b)]
             prompt_side += -(logits[i] - math.log(sum(math.exp(v) for v in logits)))
     return 0.5 * (image_side / b + prompt_side / (b * k))
 
@@ -52,6 +58,26 @@ def test_multilabel_loss_matches_formula() -> None:
     img, prompts = unit(4, 8, seed=2), unit(4, 3, 8, seed=3)
     got = MultiLabelContrastiveLoss()(img, prompts, torch.tensor(5.0))
     assert float(got) == pytest.approx(reference_mlc(img, prompts, 5.0), rel=1e-5)
+
+
+def test_multilabel_loss_with_segments_scores_the_best_segment() -> None:
+    segments, prompts = unit(4, 3, 8, seed=9), unit(4, 2, 8, seed=10)
+    got = MultiLabelContrastiveLoss()(segments, prompts, torch.tensor(5.0))
+    assert float(got) == pytest.approx(reference_mlc(segments, prompts, 5.0), rel=1e-5)
+    # not the pooled feature's loss
+    pooled = F.normalize(segments.mean(dim=1), dim=-1)
+    assert float(got) != pytest.approx(reference_mlc(pooled, prompts, 5.0), rel=1e-3)
+
+
+def test_total_loss_uses_segments_for_the_prompts_only() -> None:
+    img, txt, prompts = unit(4, 8, seed=11), unit(4, 8, seed=12), unit(4, 2, 8, seed=13)
+    segments = unit(4, 3, 8, seed=14)
+    out = {"image_features": img, "text_features": txt, "prompt_features": prompts,
+           "logit_scale": torch.tensor(10.0), "multi_label_logit_scale": torch.tensor(3.0)}
+    pooled = GroupViTLoss()(out)
+    best = GroupViTLoss()({**out, "group_features": segments})
+    torch.testing.assert_close(best["itc"], pooled["itc"])  # the caption loss keeps the pooled feature
+    assert float(best["mlc"]) == pytest.approx(reference_mlc(segments, prompts, 3.0), rel=1e-5)
 
 
 def test_total_loss_weights_and_fp32() -> None:

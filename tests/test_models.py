@@ -89,6 +89,19 @@ def test_other_input_size_interpolates_position_embedding(tiny_model: torch.nn.M
     assert out["assignment"].shape == (1, 4, 12, 16)
 
 
+def test_prompt_pool_max_returns_the_segments_the_evaluation_projects() -> None:
+    torch.manual_seed(0)
+    model = build_model(replace(TINY, prompt_pool="max")).eval()  # eval: no noise, BN running stats
+    images, texts, prompts = random_pairs(3, 64, 32, 2)
+    out = model(images, texts, prompts)
+    groups = model.encode_image_groups(images)
+    assert out["group_features"].shape == (3, 4, 64)
+    torch.testing.assert_close(out["group_features"], groups["group_features"])
+    torch.testing.assert_close(out["image_features"], groups["image_features"])
+    assert "group_features" not in model(images, texts)  # no prompts: the caption loss only
+    assert "group_features" not in build_model(TINY).eval()(images, texts, prompts)  # GroupViT's mean
+
+
 def test_every_parameter_gets_a_finite_gradient() -> None:
     torch.manual_seed(0)
     model = build_model(TINY)

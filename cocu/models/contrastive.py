@@ -35,20 +35,37 @@ class ContrastiveModel(nn.Module):
         """image [B, 3, H, W], text [B, T], prompts [B, K, T] or None -> dict of
 
         image_features [B, C], text_features [B, C], prompt_features [B, K, C] (only with prompts),
-        all unit-norm; logit_scale and multi_label_logit_scale: scalars exp(.) clamped to the max.
+        group_features [B, G, C] (only with prompts and `prompt_pool: max`), all unit-norm; logit_scale and multi_label_logit_scale: scalars exp(.) clamped to the max.
         """
         b = text.shape[0]
         texts = text if prompts is None else torch.cat([text, prompts.flatten(0, 1)])  # [B(1+K), T]
         text_all = self._embed_text(texts)
+        if prompts is not None and self.cfg.prompt_pool == "max":
+            image_features, group_features = self._encode_pooled_and_groups(image)
+        else:
+            image_features, group_features = self.encode_image(image), None
         out = {
-            "image_features": self.encode_image(image),
+            "image_features": image_features,
             "text_features": text_all[:b],
             "logit_scale": self.logit_scale.exp().clamp(max=self.cfg.max_logit_scale),
             "multi_label_logit_scale": self.multi_label_logit_scale.exp().clamp(max=self.cfg.max_logit_scale),
         }
         if prompts is not None:
             out["prompt_features"] = text_all[b:].reshape(b, prompts.shape[1], -1)
+        if group_features is not None:
+            out["group_features"] = group_features
         return out
+
+    def _encode_pooled_and_groups(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """image [B, 3, H, W] -> (unit-norm pooled feature [B, C], unit-norm segment features [B, G, C]).
+
+        One projector call on [mean, segments] so that the BatchNorm sees (and keeps running
+        statistics of) both the pooled tokens and the single segments the evaluation projects.
+        """
+        tokens, _, _ = self.image_encoder.forward_groups(image)  # [B, G, D]
+        both = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)  # [B, 1 + G, D]
+        feats = F.normalize(self.image_projector(both), dim=-1)
+        return feats[:, 0], feats[:, 1:]
 
     def _embed_text(self, tokens: Tensor) -> Tensor:
         return F.normalize(self.text_projector(self.text_encoder(tokens)), dim=-1)

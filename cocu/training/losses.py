@@ -49,25 +49,34 @@ class MultiLabelContrastiveLoss(nn.Module):
         self.rank, self.world_size = rank, world_size
 
     def forward(self, image_features: Tensor, prompt_features: Tensor, logit_scale: Tensor) -> Tensor:
-        """image_features [B, C], prompt_features [B, K, C] (unit-norm), logit_scale [] -> loss []."""
+        """image_features [B, C] or segment features [B, G, C], prompt_features [B, K, C] (unit-norm),
+        logit_scale [] -> loss []. With segments, an image scores a prompt by its best segment."""
         b, k, c = prompt_features.shape
-        all_images = gather_with_grad(image_features, self.world_size)  # [W*B, C]
+        all_images = gather_with_grad(image_features, self.world_size)  # [W*B, C] or [W*B, G, C]
         all_prompts = gather_with_grad(prompt_features, self.world_size).reshape(-1, c)  # [W*B*K, C]
         own = torch.arange(b, device=image_features.device) + self.rank * b  # global image index
         # image -> prompts: target 1/K on the K columns (own*K + j)
-        logits_image = logit_scale * image_features @ all_prompts.T  # [B, W*B*K]
+        logits_image = logit_scale * _scores(image_features, all_prompts)  # [B, W*B*K]
         target = torch.zeros_like(logits_image)
         cols = own[:, None] * k + torch.arange(k, device=own.device)  # [B, K]
         target.scatter_(1, cols, 1.0 / k)
         loss_image = -(target * logits_image.log_softmax(dim=-1)).sum(dim=-1).mean()
         # prompt -> images: target the prompt's own image
-        logits_prompt = logit_scale * prompt_features.reshape(-1, c) @ all_images.T  # [B*K, W*B]
+        logits_prompt = logit_scale * _scores(all_images, prompt_features.reshape(-1, c)).T  # [B*K, W*B]
         loss_prompt = F.cross_entropy(logits_prompt, own.repeat_interleave(k))
         return 0.5 * (loss_image + loss_prompt)
 
 
+def _scores(images: Tensor, texts: Tensor) -> Tensor:
+    """images [N, C] or [N, G, C], texts [M, C] -> [N, M]: cosine, or the best segment's cosine."""
+    if images.dim() == 2:
+        return images @ texts.T
+    return (images @ texts.T).amax(dim=1)  # [N, G, M] -> [N, M]
+
+
 class GroupViTLoss(nn.Module):
-    """L = L_itc + mlc_weight * L_mlc on a `ContrastiveModel` output dict (fp32 features).
+    """L = L_itc + mlc_weight * L_mlc on a `ContrastiveModel` output dict (fp32 features); with
+    `group_features` in the outputs (prompt_pool: max) L_mlc scores images by their best segment.
 
     Returns dict(loss, itc, mlc); without `prompt_features` in the outputs, mlc is 0.
     """
@@ -85,5 +94,7 @@ class GroupViTLoss(nn.Module):
         if prompts is None or self.mlc_weight == 0:
             mlc = itc.new_zeros(())
         else:
-            mlc = self.mlc(image, prompts.float(), outputs["multi_label_logit_scale"].float())
+            groups: Optional[Tensor] = outputs.get("group_features")  # prompt_pool: max
+            scored = image if groups is None else groups.float()
+            mlc = self.mlc(scored, prompts.float(), outputs["multi_label_logit_scale"].float())
         return {"loss": itc + self.mlc_weight * mlc, "itc": itc, "mlc": mlc}

@@ -101,7 +101,10 @@ def read_runs(rev: str | None, params: dict) -> R.Runs:
     return runs
 
 
-def table() -> str:
+def table(machines: dict[str, str] | None = None) -> str:
+    """The robustness table; `machines`: label -> a git revision whose committed results were made on
+    another machine with the same code (e.g. an earlier commit of the default run), compared like the
+    emulated machines."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     variants = [v for v in params["pretrain"]["variants"] if v != "baseline"]
     committed = read_runs(None, params)
@@ -122,11 +125,15 @@ def table() -> str:
             continue
         exp_params = yaml.safe_load(_git("show", f"{ref}:params.yaml"))
         settings[name] = read_runs(ref, exp_params)
+    kinds = {name: kind for name, (_, _, kind) in SETTINGS.items()}
+    for label, rev in (machines or {}).items():
+        settings[label] = read_runs(rev, yaml.safe_load(_git("show", f"{rev}:params.yaml")))
+        kinds[label] = "machine"
     for name, runs in settings.items():
         lines.append(f"| {name} | " + " | ".join(fmt_interval(R.paired(runs, v), 2) for v in variants) + " |")
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)}."]
-    for name in (n for n in settings if SETTINGS.get(n, ({}, [], ""))[2] == "machine"):
+    for name in (n for n in settings if kinds.get(n) == "machine"):
         checks = R.reproduction(committed, settings[name], params["pretrain"]["variants"], benchmarks)
         ok = sum(c.within for c in checks)
         lines += ["", f"## {name}: committed seed means reproduced within tolerance: {ok} of {len(checks)}", "",
@@ -146,6 +153,8 @@ def main() -> None:
     r.add_argument("names", nargs="*", default=list(SETTINGS), help=f"default: all of {', '.join(SETTINGS)}")
     t = sub.add_parser("table", help="write the table")
     t.add_argument("--out", type=Path, default=REPO / "reports" / "robustness.md")
+    t.add_argument("--machine", action="append", default=[], metavar="LABEL=REV",
+                   help="also compare the results committed at git revision REV (made on another machine)")
     args = parser.parse_args()
     if args.cmd == "study":
         study()
@@ -155,7 +164,8 @@ def main() -> None:
             parser.error(f"unknown setting(s) {unknown}; choose from {list(SETTINGS)}")
         run(args.names)
     else:
-        text = table()
+        machines = dict(m.split("=", 1) for m in args.machine)
+        text = table(machines)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
         print(text)

@@ -243,3 +243,31 @@ def test_readme_segment_demo_runs_as_written(tmp_path, monkeypatch, capsys) -> N
     args[args.index("--out") + 1] = str(out)
     assert run_readme_command(args) == 0
     assert out.is_file() and capsys.readouterr().out.startswith(f"{out}: ")
+
+
+CODE_PATH = re.compile(r"(?<![\w/.-])((?:cocu|pipelines|scripts|benchmarks|tests|profiles|configs)/[\w/.*-]*\w)")
+PLACEHOLDER = re.compile(r"/[A-Z]+\.\w+$")  # pipelines/X.py, profiles/NAME.yaml
+WRITTEN_BY_THE_USER = {  # files the docs tell the user to create
+    "configs/vocabulary/cocu_official.txt",  # the official vocabulary, converted (docs/paper_profile.md)
+}
+
+
+def test_every_repo_path_the_readme_and_docs_name_exists() -> None:
+    """`cocu/...`, `pipelines/...` and the like in README.md and docs/ name files or folders that
+    exist (globs such as `profiles/paper-*.yaml` must match one)."""
+    missing = []
+    for rel, text in text_files().items():
+        if not (rel == "README.md" or rel.startswith("docs/")):
+            continue
+        for i, line in enumerate(text.splitlines(), 1):
+            for m in CODE_PATH.finditer(line):
+                path = m.group(1).rstrip(".")
+                if PLACEHOLDER.search(path) or path in WRITTEN_BY_THE_USER or line[m.end():m.end() + 1] in "<{":
+                    continue
+                if "*" in path:
+                    if not list(REPO.glob(path)):
+                        missing.append(f"{rel}:{i}: {path}")
+                    continue
+                if not (REPO / path).exists():
+                    missing.append(f"{rel}:{i}: {path}")
+    assert missing == [], "named but missing:\n" + "\n".join(missing)

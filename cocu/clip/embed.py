@@ -19,6 +19,7 @@ arrays are the same bytes for any number of tasks.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -66,9 +67,25 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def encoder_on(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The model in eval mode on `device`, ready to embed. On a CPU, a copy with float64 weights: float32 CPU kernels choose their vector path by the batch's shape (and the thread
+    count), which moves a row's last float32 bits with the rows it shares a batch with, and now and
+    then its float16 rounding. In float64 a row's float16 embedding does not depend on its batch,
+    its task or the thread count, so any split of the work writes the same bytes. On a GPU the
+    model keeps its dtype (fp16 autocast when `embed.autocast`)."""
+    model = model.to(device).eval()
+    if device.type == "cpu" and _model_dtype(model) != torch.float64:
+        return copy.deepcopy(model).to(torch.float64)
+    return model
+
+
+def _model_dtype(model: torch.nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
 def _unit_f16(x: torch.Tensor) -> np.ndarray:
-    """[B, D] -> unit-norm float16 numpy (normalised in float32)."""
-    x = x.float()
+    """[B, D] -> unit-norm float16 numpy (normalised in float32, or float64 if it is)."""
+    x = x if x.dtype == torch.float64 else x.float()
     return (x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy().astype(np.float16)
 
 
@@ -140,7 +157,8 @@ def _encode(model: torch.nn.Module, pixels: torch.Tensor, tokens: torch.Tensor, 
             ) -> tuple[np.ndarray, np.ndarray]:
     """Unit-norm float16 image and caption embeddings [B, D] of one prepared batch (the model half;
     call under inference mode and the autocast context)."""
-    return _unit_f16(model.encode_image(pixels.to(device))), _unit_f16(model.encode_text(tokens.to(device)))
+    pixels = pixels.to(device, _model_dtype(model))
+    return _unit_f16(model.encode_image(pixels)), _unit_f16(model.encode_text(tokens.to(device)))
 
 
 def embed_rows(
@@ -156,7 +174,7 @@ def embed_rows(
     row_of: Optional[Callable[[str], Optional[int]]] = None,  # manifest row of a key outside `keys`
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """[n, D] unit-norm float16 image and caption embeddings of `keys`, and the repeated keys skipped."""
-    model = model.to(device).eval()
+    model = encoder_on(model, device)
     dim = _embed_dim(model, preprocess, tokenizer, device)
     images = np.empty((len(keys), dim), dtype=np.float16)
     texts = np.empty((len(keys), dim), dtype=np.float16)
@@ -219,7 +237,7 @@ def embed_texts(
     autocast: bool = True,
 ) -> np.ndarray:
     """[K, D] unit-norm float16 text embeddings."""
-    model = model.to(device).eval()
+    model = encoder_on(model, device)
     out = []
     with _autocast(device, autocast):
         for lo in range(0, len(texts), batch_size):
@@ -507,7 +525,7 @@ def embed_units(
     if not todo:
         return []
     model, preprocess, tokenizer = load_model()
-    model = model.to(device).eval()
+    model = encoder_on(model, device)
     dim = _embed_dim(model, preprocess, tokenizer, device)
     by_index = {u.index: u for u in todo}
     arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}

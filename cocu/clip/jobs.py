@@ -111,11 +111,11 @@ def embed_units_job(inputs: EmbedInputs, folder: Path, units: list[EmbedUnit]) -
 
 def finish_embed_job(inputs: EmbedInputs, folder: Path, units: list[EmbedUnit]) -> dict[str, Any]:
     """The last job: the final `[N, D]` arrays from the units, and the vocabulary's embeddings."""
-    from cocu.clip.embed import _embed_dim, embed_concepts, write_concept_embeddings
+    from cocu.clip.embed import _embed_dim, embed_concepts, encoder_on, write_concept_embeddings
 
     device = _device(inputs)
     model, preprocess, tokenizer = _load(inputs)
-    model = model.to(device).eval()
+    model = encoder_on(model, device)
     dim = _embed_dim(model, preprocess, tokenizer, device)
     markers = EmbedWork(folder).assemble(units, dim, inputs.image_out, inputs.text_out)
     emb = embed_concepts(model, tokenizer, inputs.concepts, inputs.embed.prompt, inputs.embed.batch_size, device,

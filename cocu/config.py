@@ -518,6 +518,10 @@ class ProjectorConfig(Checked):
 
     hidden_dim: int = spec(ge=1)
     out_dim: int = spec(ge=1)  # joint embedding width C
+    # `relu` = GroupViT; `none` drops the ReLU: the head is then affine at evaluation, so the projected
+    # mean of the segment tokens (the image embedding) is the mean of the projected segments that
+    # segmentation classifies (a deviation measured on the synthetic world, docs/method.md)
+    activation: Literal["relu", "none"]
 
 
 @dataclass(frozen=True)
@@ -545,7 +549,7 @@ def paper_model_config() -> ModelConfig:
                                  mlp_ratio=4.0, token_mlp_ratio=0.5, drop_path=0.1, gumbel_tau=1.0,
                                  group_token_std=0.02, gumbel_noise=True),
         text=TextEncoderConfig(context_length=77, vocab_size=49408, width=256, layers=12, heads=4, mlp_ratio=4.0),
-        projector=ProjectorConfig(hidden_dim=4096, out_dim=256),
+        projector=ProjectorConfig(hidden_dim=4096, out_dim=256, activation="relu"),
         temperature=0.07, max_logit_scale=100.0, prompt_pool="mean",
     )
 
@@ -559,7 +563,7 @@ def tiny_model_config() -> ModelConfig:
                                  mlp_ratio=4.0, token_mlp_ratio=0.5, drop_path=0.0, gumbel_tau=0.1,
                                  group_token_std=0.02, gumbel_noise=True),
         text=TextEncoderConfig(context_length=32, vocab_size=49408, width=64, layers=2, heads=2, mlp_ratio=4.0),
-        projector=ProjectorConfig(hidden_dim=256, out_dim=64),
+        projector=ProjectorConfig(hidden_dim=256, out_dim=64, activation="none"),
         temperature=0.07, max_logit_scale=100.0, prompt_pool="mean",
     )
 

@@ -11,8 +11,10 @@ Settings (cocu/reports/robustness.py says what is computed):
   (`ATEN_CPU_CAPABILITY=avx2` / `default` instead of the detected one) and other thread counts,
   as a fresh clone on another CPU would run it; every committed seed mean must be reproduced
   within its tolerance, and the paired conclusions must hold;
-- `world-seed1`, `world-seed2`, `mention-0.3`, `mention-0.5`: other synthetic worlds (world seed,
-  caption mention rate); the paired conclusions are reported for each, holding or not.
+- `world-seed1`, `world-seed2`, `mention-0.35`, `mention-0.5`: other synthetic worlds (world seed,
+  caption mention rate); the paired conclusions are reported for each, holding or not. (0.35, not
+  0.3: every caption names at least one of the ~3 concepts present, so the lowest reachable
+  rate is about 0.34; the world generator refuses 0.3 with that message.)
 
 The committed default results are the reference (`metrics/eval/*.json` of the checkout).
 """
@@ -41,7 +43,7 @@ SETTINGS: dict[str, tuple[dict[str, str], list[str], str]] = {
     "machine-default": ({"ATEN_CPU_CAPABILITY": "default"}, ["eval.threads=2"], "machine"),
     "world-seed1": ({}, ["world.seed=1"], "world"),
     "world-seed2": ({}, ["world.seed=2"], "world"),
-    "mention-0.3": ({}, ["world.mention_rate=0.3"], "world"),
+    "mention-0.35": ({}, ["world.mention_rate=0.35"], "world"),
     "mention-0.5": ({}, ["world.mention_rate=0.5"], "world"),
 }
 EXP_PREFIX = "robust-"

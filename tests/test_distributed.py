@@ -40,7 +40,7 @@ MICRO = ModelConfig(
                              token_mlp_ratio=0.5, drop_path=0.1, gumbel_tau=1.0, group_token_std=0.02,
                              gumbel_noise=True),
     text=TextEncoderConfig(context_length=16, vocab_size=1000, width=32, layers=1, heads=2, mlp_ratio=4.0),
-    projector=ProjectorConfig(hidden_dim=64, out_dim=32),
+    projector=ProjectorConfig(hidden_dim=64, out_dim=32, activation="relu"),
     temperature=0.07, max_logit_scale=100.0, prompt_pool="max",  # the segment path through the gather
 )
 

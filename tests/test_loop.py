@@ -35,7 +35,7 @@ MICRO = ModelConfig(
                              token_mlp_ratio=0.5, drop_path=0.1, gumbel_tau=1.0, group_token_std=0.02,
                              gumbel_noise=True),
     text=TextEncoderConfig(context_length=16, vocab_size=1000, width=32, layers=1, heads=2, mlp_ratio=4.0),
-    projector=ProjectorConfig(hidden_dim=64, out_dim=32),
+    projector=ProjectorConfig(hidden_dim=64, out_dim=32, activation="none"),
     temperature=0.07, max_logit_scale=100.0, prompt_pool="mean",
 )
 CFG = replace(BASE_TRAIN, batch_size=4, epochs=1, warmup_epochs=0, steps=6, warmup_steps=2, accum_steps=2,

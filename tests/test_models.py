@@ -102,6 +102,25 @@ def test_prompt_pool_max_returns_the_segments_the_evaluation_projects() -> None:
     assert "group_features" not in build_model(TINY).eval()(images, texts, prompts)  # GroupViT's mean
 
 
+def test_projector_without_relu_is_affine_in_eval_mode_and_has_the_same_parameters() -> None:
+    from cocu.models.heads import ProjectionHead
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 4, 64)  # 5 images x 4 segment tokens
+    heads = {}
+    for act in ("relu", "none"):
+        torch.manual_seed(1)
+        heads[act] = ProjectionHead(64, replace(TINY.projector, activation=act))
+        heads[act].train()(torch.randn(64, 64) * 3)  # move the BatchNorm running statistics off 0/1
+        heads[act].eval()
+    # no ReLU: the projected mean of the segments is the mean of the projected segments
+    torch.testing.assert_close(heads["none"](x.mean(1)), heads["none"](x).mean(1))
+    assert not torch.allclose(heads["relu"](x.mean(1)), heads["relu"](x).mean(1), atol=1e-3)  # GroupViT's is not
+    count = {a: sum(p.numel() for p in h.parameters()) for a, h in heads.items()}
+    assert count["relu"] == count["none"]
+    assert TINY.projector.activation == "none" and paper_model_config().projector.activation == "relu"
+
+
 def test_every_parameter_gets_a_finite_gradient() -> None:
     torch.manual_seed(0)
     model = build_model(TINY)

@@ -9,7 +9,8 @@ from cocu.models.layers import init_weights
 
 
 class ProjectionHead(nn.Module):
-    """Linear -> BatchNorm1d -> ReLU -> Linear: [..., in_dim] -> [..., out_dim].
+    """Linear -> BatchNorm1d -> ReLU -> Linear: [..., in_dim] -> [..., out_dim] (GroupViT's head;
+    `activation: none` leaves out the ReLU, making the head affine in eval mode).
 
     Leading dimensions are flattened for the BatchNorm, so group tokens [B, G, D] are normalised
     with statistics over all B*G of them.
@@ -20,7 +21,7 @@ class ProjectionHead(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(in_dim, cfg.hidden_dim),
             nn.BatchNorm1d(cfg.hidden_dim),
-            nn.ReLU(inplace=True),
+            nn.ReLU(inplace=True) if cfg.activation == "relu" else nn.Identity(),
             nn.Linear(cfg.hidden_dim, cfg.out_dim),
         )
         self.apply(init_weights)

@@ -90,6 +90,23 @@ def exp_ref(name: str) -> str | None:
     return None
 
 
+def stale_keys(current: dict, experiment: dict, overrides: list[str], prefix: str = "") -> list[str]:
+    """The dotted params keys where an experiment's params.yaml differs from `current` with the
+    setting's `-S key=value` overrides applied: an experiment made before the default changed
+    (another recipe) is stale and must not stand in the table for this checkout."""
+    expected = {o.split("=", 1)[0]: yaml.safe_load(o.split("=", 1)[1]) for o in overrides}
+    out = []
+    for key in sorted(set(current) | set(experiment)):
+        dotted = prefix + str(key)
+        want = expected.get(dotted, current.get(key))
+        got = experiment.get(key)
+        if isinstance(want, dict) and isinstance(got, dict) and dotted not in expected:
+            out += stale_keys(want, got, overrides, dotted + ".")
+        elif want != got:
+            out.append(dotted)
+    return out
+
+
 def read_runs(rev: str | None, params: dict) -> R.Runs:
     """(variant, seed) -> benchmark -> mIoU from the `evaluate` stage's metrics at `rev` (None: workspace)."""
     folder = params["paths"]["eval_metrics"]
@@ -119,13 +136,17 @@ def table(machines: dict[str, str] | None = None) -> str:
              "| setting | " + " | ".join(f"{v} − baseline" for v in variants) + " |",
              "|---|" + "---|" * len(variants)]
     settings = {"committed (this checkout)": committed}
-    missing = []
-    for name in SETTINGS:
+    missing, stale = [], []
+    for name, (_, overrides, _) in SETTINGS.items():
         ref = exp_ref(EXP_PREFIX + name)
         if ref is None:
             missing.append(name)
             continue
         exp_params = yaml.safe_load(_git("show", f"{ref}:params.yaml"))
+        differ = stale_keys(params, exp_params, overrides)
+        if differ:
+            stale.append(f"{name} ({', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''})")
+            continue
         settings[name] = read_runs(ref, exp_params)
     kinds = {name: kind for name, (_, _, kind) in SETTINGS.items()}
     for label, rev in (machines or {}).items():
@@ -135,6 +156,8 @@ def table(machines: dict[str, str] | None = None) -> str:
         lines.append(f"| {name} | " + " | ".join(fmt_interval(R.paired(runs, v), 2) for v in variants) + " |")
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)}."]
+    if stale:
+        lines += ["", f"Left out, made with other params than this checkout's (re-run them): {'; '.join(stale)}."]
     for name in (n for n in settings if kinds.get(n) == "machine"):
         checks = R.reproduction(committed, settings[name], params["pretrain"]["variants"], benchmarks)
         ok = sum(c.within for c in checks)

@@ -142,3 +142,21 @@ def test_paired_comparison_of_a_setting_uses_the_mean_over_benchmarks():
     assert run_scores(runs, "oracle", MEAN) == {0: 22.0, 1: 23.0}
     iv = paired(runs, "oracle")
     assert iv.estimate == pytest.approx((7.0 + 6.0) / 2) and iv.n == 2
+
+
+def test_robustness_table_leaves_out_experiments_made_with_other_params() -> None:
+    import importlib.util
+
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("studies", repo / "scripts" / "studies.py")
+    studies = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(studies)
+    current = {"world": {"seed": 0, "mention_rate": 0.4}, "model": {"projector": {"activation": "none"}}, "x": 1}
+    same = {"world": {"seed": 1, "mention_rate": 0.4}, "model": {"projector": {"activation": "none"}}, "x": 1}
+    assert studies.stale_keys(current, same, ["world.seed=1"]) == []
+    older = {"world": {"seed": 1, "mention_rate": 0.4}, "model": {"projector": {"activation": "relu"}}, "x": 1}
+    assert studies.stale_keys(current, older, ["world.seed=1"]) == ["model.projector.activation"]
+    assert studies.stale_keys(current, same, []) == ["world.seed"]  # the override is what makes it differ
+    assert studies.stale_keys(current, {**same, "y": 2}, ["world.seed=1"]) == ["y"]

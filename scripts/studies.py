@@ -120,6 +120,12 @@ def read_runs(rev: str | None, params: dict) -> R.Runs:
     return runs
 
 
+def _per_seed(runs: R.Runs, variant: str) -> str:
+    """'+8.3, +9.3, +5.9 (3 of 3 > 0)': the paired differences of each seed, mean over benchmarks."""
+    _, diffs = R.stats.paired_differences(R.run_scores(runs, variant, R.MEAN), R.run_scores(runs, "baseline", R.MEAN))
+    return ", ".join(f"{d:+.1f}" for d in diffs) + f" ({sum(d > 0 for d in diffs)} of {len(diffs)} > 0)"
+
+
 def table(machines: dict[str, str] | None = None) -> str:
     """The robustness table; `machines`: label -> a git revision whose committed results were made on
     another machine with the same code (e.g. an earlier commit of the default run), compared like the
@@ -133,8 +139,9 @@ def table(machines: dict[str, str] | None = None) -> str:
              "`python scripts/studies.py robustness` made (`make robustness`); do not edit._", "",
              "Paired differences to the baseline, mIoU mean over the synthetic benchmarks: mean over seeds "
              "[95% t-interval over seeds]. A conclusion holds where the interval keeps its sign.", "",
-             "| setting | " + " | ".join(f"{v} − baseline" for v in variants) + " |",
-             "|---|" + "---|" * len(variants)]
+             "| setting | " + " | ".join(f"{v} − baseline" for v in variants)
+             + " | " + " | ".join(f"{v} − baseline per seed" for v in variants) + " |",
+             "|---|" + "---|" * (2 * len(variants))]
     settings = {"committed (this checkout)": committed}
     missing, stale = [], []
     for name, (_, overrides, _) in SETTINGS.items():
@@ -153,7 +160,8 @@ def table(machines: dict[str, str] | None = None) -> str:
         settings[label] = read_runs(rev, yaml.safe_load(_git("show", f"{rev}:params.yaml")))
         kinds[label] = "machine"
     for name, runs in settings.items():
-        lines.append(f"| {name} | " + " | ".join(fmt_interval(R.paired(runs, v), 2) for v in variants) + " |")
+        lines.append(f"| {name} | " + " | ".join(fmt_interval(R.paired(runs, v), 2) for v in variants)
+                     + " | " + " | ".join(_per_seed(runs, v) for v in variants) + " |")
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)}."]
     if stale:

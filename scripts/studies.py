@@ -122,7 +122,8 @@ def read_runs(rev: str | None, params: dict) -> R.Runs:
 
 def _per_seed(runs: R.Runs, variant: str) -> str:
     """'+8.3, +9.3, +5.9 (3 of 3 > 0)': the paired differences of each seed, mean over benchmarks."""
-    _, diffs = R.stats.paired_differences(R.run_scores(runs, variant, R.MEAN), R.run_scores(runs, "baseline", R.MEAN))
+    _, diffs = R.stats.paired_differences(R.run_scores(runs, variant, R.MEAN),
+                                          R.run_scores(runs, "baseline", R.MEAN))
     return ", ".join(f"{d:+.1f}" for d in diffs) + f" ({sum(d > 0 for d in diffs)} of {len(diffs)} > 0)"
 
 

@@ -68,9 +68,10 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
 
 
 def encoder_on(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """The model in eval mode on `device`, ready to embed. On a CPU, a copy with float64 weights: float32 CPU kernels choose their vector path by the batch's shape (and the thread
-    count), which moves a row's last float32 bits with the rows it shares a batch with, and now and
-    then its float16 rounding. In float64 a row's float16 embedding does not depend on its batch,
+    """The model in eval mode on `device`, ready to embed. On a CPU, a copy with float64 weights:
+    float32 CPU kernels choose their vector path by the batch's shape (and the thread count), which
+    moves a row's last float32 bits with the rows it shares a batch with, and now and then its
+    float16 rounding. In float64 a row's float16 embedding does not depend on its batch,
     its task or the thread count, so any split of the work writes the same bytes. On a GPU the
     model keeps its dtype (fp16 autocast when `embed.autocast`)."""
     model = model.to(device).eval()

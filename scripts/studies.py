@@ -33,6 +33,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cocu.config import flatten  # noqa: E402
 from cocu.reports import robustness as R  # noqa: E402
 from cocu.reports.comparisons import fmt_interval  # noqa: E402
 
@@ -90,21 +91,14 @@ def exp_ref(name: str) -> str | None:
     return None
 
 
-def stale_keys(current: dict, experiment: dict, overrides: list[str], prefix: str = "") -> list[str]:
+def stale_keys(current: dict, experiment: dict, overrides: list[str]) -> list[str]:
     """The dotted params keys where an experiment's params.yaml differs from `current` with the
     setting's `-S key=value` overrides applied: an experiment made before the default changed
     (another recipe) is stale and must not stand in the table for this checkout."""
-    expected = {o.split("=", 1)[0]: yaml.safe_load(o.split("=", 1)[1]) for o in overrides}
-    out = []
-    for key in sorted(set(current) | set(experiment)):
-        dotted = prefix + str(key)
-        want = expected.get(dotted, current.get(key))
-        got = experiment.get(key)
-        if isinstance(want, dict) and isinstance(got, dict) and dotted not in expected:
-            out += stale_keys(want, got, overrides, dotted + ".")
-        elif want != got:
-            out.append(dotted)
-    return out
+    want = flatten(current)
+    want.update((k, yaml.safe_load(v)) for k, v in (o.split("=", 1) for o in overrides))
+    got = flatten(experiment)
+    return sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
 
 
 def read_runs(rev: str | None, params: dict) -> R.Runs:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import os
 import subprocess
 from pathlib import Path
 
@@ -49,6 +51,28 @@ def test_run_is_tagged_and_logged(mlflow_store):
     history = MlflowClient(tracking_uri=mlflow_store).get_metric_history(run_id, "loss")
     assert [(m.step, m.value) for m in history] == [(0, 1.5), (1, 0.5)]
     assert mlflow.get_experiment(got.info.experiment_id).name == params.tracking.experiment
+
+
+def _start_one(args: tuple[str, int]) -> str:
+    uri, i = args
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        with start_run(load_params(REPO / "params.yaml"), stage=f"concurrent-{i}", log_params=False) as run:
+            run.log_metrics({"x": float(i)})
+        return "ok"
+    except Exception as e:  # reported, so the assertion names the error
+        return f"{type(e).__name__}: {e}"[:300]
+
+
+def test_runs_starting_at_once_on_a_new_store_all_succeed(tmp_path):
+    # without the store lock every try of this failed: each process created the new store's tables
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        results = pool.map(_start_one, [(uri, i) for i in range(3)])
+    assert results == ["ok"] * 3
+    runs = MlflowClient(tracking_uri=uri).search_runs(
+        [MlflowClient(tracking_uri=uri).get_experiment_by_name(load_params(REPO / "params.yaml").tracking.experiment).experiment_id])
+    assert sorted(r.data.tags["stage"] for r in runs) == ["concurrent-0", "concurrent-1", "concurrent-2"]
 
 
 def git(root: Path, *args: str) -> str:

@@ -6,10 +6,15 @@ log into the same store as `dvc repro`. On a cluster, `tracking.uri: http://host
 MLflow tracking server instead: every process, SLURM jobs included (they re-read the params
 file), logs through it, and artifacts go to the server's artifact store. `MLFLOW_TRACKING_URI`
 overrides everything.
+
+A new SQLite store creates its tables on first use; processes that start at once (the parallel
+pre-training runs, SLURM array tasks) would each try to, and all but one fail ("table ... already
+exists"). `start_run` therefore opens the store under an exclusive lock on `<store>.lock`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -174,6 +179,28 @@ def git_commit(root: Path | None = None) -> str:
     return sha.stdout.strip() + ("-dirty" if code else "")
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a `sqlite:///...` tracking URI; None for any other store."""
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on `<sqlite file>.lock` (no lock for a server or another store), so
+    that one process at a time creates or migrates a new store's tables."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @contextmanager
 def start_run(
     params: Params,
@@ -188,16 +215,17 @@ def start_run(
     root = repo_root()
     uri = tracking_uri(params, root)
     mlflow.set_tracking_uri(uri)
-    experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
-    if experiment is None:
-        # a local store: an absolute artifact folder, so runs from temp experiment copies keep their
-        # artifacts; a tracking server: its own artifact store (it serves artifacts over HTTP)
-        where = {} if is_server(uri) else {"artifact_location": (root / "mlruns").resolve().as_uri()}
-        try:
-            mlflow.create_experiment(params.tracking.experiment, **where)
-        except mlflow.exceptions.MlflowException:  # created concurrently by another stage
-            pass
-    mlflow.set_experiment(params.tracking.experiment)
+    with store_lock(uri):  # the first call opens the store (and creates a new one's tables)
+        experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
+        if experiment is None:
+            # a local store: an absolute artifact folder, so runs from temp experiment copies keep their
+            # artifacts; a tracking server: its own artifact store (it serves artifacts over HTTP)
+            where = {} if is_server(uri) else {"artifact_location": (root / "mlruns").resolve().as_uri()}
+            try:
+                mlflow.create_experiment(params.tracking.experiment, **where)
+            except mlflow.exceptions.MlflowException:  # created concurrently by a server's other client
+                pass
+        mlflow.set_experiment(params.tracking.experiment)
     all_tags = {
         "stage": stage,
         "profile": params.run.profile,

@@ -159,6 +159,13 @@ def background_logits(probs: Tensor, bg_thresh: float) -> Tensor:
     return (row_max < threshold).to(probs.dtype)
 
 
+def pixel_groups(assignment: Tensor, size: tuple[int, int]) -> Tensor:
+    """[H, W] long: each pixel's group, the argmax of the soft assignment [G, h, w] resized
+    bilinearly to `size`."""
+    up = F.interpolate(assignment[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    return up.argmax(dim=0)  # [H, W], from the upsampled [G, H, W]
+
+
 def pixel_logits(assignment: Tensor, probs: Tensor, size: tuple[int, int],
                  bg_thresh: Optional[float]) -> Tensor:
     """[K(+1), H, W] logits of one crop from the soft assignment [G, h, w] and probs P [G, K].
@@ -166,8 +173,7 @@ def pixel_logits(assignment: Tensor, probs: Tensor, size: tuple[int, int],
     The assignment is resized bilinearly to `size`; each pixel takes its argmax group (hard) and
     the logits of that group. With `bg_thresh`, channel 0 is the background logit.
     """
-    up = F.interpolate(assignment[None].float(), size=size, mode="bilinear", align_corners=False)[0]
-    group = up.argmax(dim=0)  # [H, W], from the upsampled [G, H, W]
+    group = pixel_groups(assignment, size)  # [H, W]
     if bg_thresh is None:
         table = probs  # [G, K]
     else:

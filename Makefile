@@ -23,7 +23,7 @@ venv: $(VENV)/.installed  ## create .venv and install the pinned requirements
 repro: venv  ## run the whole pipeline (dvc repro) on the synthetic default
 	dvc repro
 
-study: venv  ## five variants x 5 seeds + the curation-precision ablation as a DVC experiment; report in reports/study/
+study: venv  ## five variants x 8 seeds + the curation-precision ablation as a DVC experiment; report in reports/study/
 	python scripts/studies.py study
 
 robustness: venv  ## the default re-run on emulated other machines and in other worlds; reports/robustness.md

@@ -1,7 +1,7 @@
 """The two studies beyond the default pipeline, each a set of DVC experiments (`dvc exp run --temp`,
 so the workspace keeps the default's outputs):
 
-    python scripts/studies.py study         # `make study`: five variants x 5 seeds + the precision ablation,
+    python scripts/studies.py study         # `make study`: five variants x 8 seeds + the precision ablation,
                                             # its report in reports/study/ (results.md, tables, figures)
     python scripts/studies.py robustness    # `make robustness`: the settings below, ~8 min each
     python scripts/studies.py table         # reports/robustness.md from the robustness experiments
@@ -50,7 +50,7 @@ SETTINGS: dict[str, tuple[dict[str, str], list[str], str]] = {
 EXP_PREFIX = "robust-"
 STUDY = "study"
 STUDY_OVERRIDES = ["pretrain.variants=[baseline,ranking,expansion,cocu,oracle,precision25,precision50,precision75,"
-                   "precision100]", "pretrain.seeds=[0,1,2,3,4]", "paths.reports=reports/study"]
+                   "precision100]", "pretrain.seeds=[0,1,2,3,4,5,6,7]", "paths.reports=reports/study"]
 
 
 def study() -> None:

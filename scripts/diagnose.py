@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cocu.data.benchmarks import benchmark_root
     from cocu.data.readers import open_benchmark
-    from cocu.eval.diagnostics import PREDICTIONS, diagnose_benchmark
+    from cocu.eval.diagnostics import diagnose_benchmark, predictions_for
     from cocu.eval.evaluate import load_model
     from cocu.eval.runner import benchmark_text_embeddings
     from cocu.models.text import build_tokenizer
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, params.eval.threads))
     card = params.eval.benchmarks[args.benchmark]
     bench = open_benchmark(card, benchmark_root(params, args.benchmark))
-    cols = [p for p in PREDICTIONS if card.has_background or p not in ("no_background_rule", "true_background")]
+    cols = predictions_for(card)
     print(f"{args.benchmark}: mIoU of each prediction from the same segments (x 100)\n")
     print("| checkpoint | " + " | ".join(cols) + " | segments / image | presence AUC | images |")
     print("|---" * (len(cols) + 4) + "|")

@@ -31,9 +31,15 @@ from torch import Tensor
 from cocu.config import IMAGENET_MEAN, IMAGENET_STD, ProtocolCard
 from cocu.data.readers import Benchmark
 from cocu.eval.metrics import SegEvaluator
-from cocu.eval.segmenter import capped_size, group_class_probs, pixel_groups, pixel_logits, preprocess, rescale_size
+from cocu.eval.segmenter import capped_size, group_class_probs, group_logits, pixel_groups, preprocess, rescale_size
 
 PREDICTIONS = ("protocol", "no_background_rule", "true_background", "grouping_bound")
+_WITH_BACKGROUND_ONLY = ("no_background_rule", "true_background")
+
+
+def predictions_for(card: ProtocolCard) -> list[str]:
+    """The predictions of `PREDICTIONS` that apply under `card` (two need a background)."""
+    return [p for p in PREDICTIONS if card.has_background or p not in _WITH_BACKGROUND_ONLY]
 
 
 def majority_labels(group: np.ndarray, label: np.ndarray, num_groups: int, num_classes: int,
@@ -77,7 +83,8 @@ def diagnose_benchmark(model: object, bench: Benchmark, text_emb: Tensor, *, sca
     card = bench.card
     offset = int(card.has_background)
     n_cls = bench.num_classes
-    names = [p for p in PREDICTIONS if card.has_background or p not in ("no_background_rule", "true_background")]
+    names = predictions_for(card)
+    bg = card.bg_thresh if card.has_background else None
     evaluators = {p: SegEvaluator(n_cls, card.ignore_index, bench.class_names) for p in names}
     segments, scores, present = [], [], []
     device = text_emb.device
@@ -90,13 +97,11 @@ def diagnose_benchmark(model: object, bench: Benchmark, text_emb: Tensor, *, sca
             out = model.encode_image_groups(preprocess(image, (h, w), mean, std, device))  # type: ignore[attr-defined]
             probs = group_class_probs(out["group_features"][0].float(), out["image_features"][0].float(),
                                       text_emb.float(), scale)  # [G, K]
-            assignment = out["assignment"][0]
-            group = pixel_groups(assignment, (h, w)).cpu().numpy()  # [H, W]
-            bg = card.bg_thresh if card.has_background else None
-            pred = pixel_logits(assignment, probs, (h, w), bg).argmax(dim=0).cpu().numpy()
-            preds = {"protocol": pred}
+            group = pixel_groups(out["assignment"][0], (h, w)).cpu().numpy()  # [H, W], once per image
+            # a pixel's logits are its group's row (`pixel_logits`), so the argmax per group is the pixel's
+            preds = {"protocol": group_logits(probs, bg).argmax(dim=1).cpu().numpy()[group]}
             if card.has_background:
-                keep = pixel_logits(assignment, probs, (h, w), None).argmax(dim=0).cpu().numpy() + 1  # label ids
+                keep = probs.argmax(dim=1).cpu().numpy()[group] + 1  # label ids
                 preds["no_background_rule"] = keep
                 preds["true_background"] = np.where(label == 0, 0, keep)
             majority = majority_labels(group, label, probs.shape[0], n_cls, card.ignore_index)

@@ -166,6 +166,14 @@ def pixel_groups(assignment: Tensor, size: tuple[int, int]) -> Tensor:
     return up.argmax(dim=0)  # [H, W], from the upsampled [G, H, W]
 
 
+def group_logits(probs: Tensor, bg_thresh: Optional[float]) -> Tensor:
+    """[G, K(+1)] logits of each group from its probs P [G, K]; with `bg_thresh`, column 0 is the
+    background logit (`background_logits`). Every pixel of a group takes its group's row."""
+    if bg_thresh is None:
+        return probs
+    return torch.cat([background_logits(probs, bg_thresh)[:, None], probs], dim=1)
+
+
 def pixel_logits(assignment: Tensor, probs: Tensor, size: tuple[int, int],
                  bg_thresh: Optional[float]) -> Tensor:
     """[K(+1), H, W] logits of one crop from the soft assignment [G, h, w] and probs P [G, K].
@@ -173,12 +181,7 @@ def pixel_logits(assignment: Tensor, probs: Tensor, size: tuple[int, int],
     The assignment is resized bilinearly to `size`; each pixel takes its argmax group (hard) and
     the logits of that group. With `bg_thresh`, channel 0 is the background logit.
     """
-    group = pixel_groups(assignment, size)  # [H, W]
-    if bg_thresh is None:
-        table = probs  # [G, K]
-    else:
-        table = torch.cat([background_logits(probs, bg_thresh)[:, None], probs], dim=1)  # [G, 1 + K]
-    return table[group].permute(2, 0, 1)  # [K(+1), H, W]
+    return group_logits(probs, bg_thresh)[pixel_groups(assignment, size)].permute(2, 0, 1)  # [K(+1), H, W]
 
 
 def groupvit_crop_logits(model: object, crop: Tensor, text_emb: Tensor, scale: float,

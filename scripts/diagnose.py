@@ -6,7 +6,9 @@ each number means):
 
 One row per checkpoint: the protocol's mIoU, the same segments without the background rule, with
 the true background, the grouping's ceiling (each segment labelled with its majority class), the
-segments per image and the image-level presence AUC of the classes.
+segments per image and the image-level presence AUC of the classes; on a card with a background,
+also where the protocol's foreground lands (% of its pixels on the background, % of the images
+where most of it does).
 """
 
 from __future__ import annotations
@@ -45,16 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     card = params.eval.benchmarks[args.benchmark]
     bench = open_benchmark(card, benchmark_root(params, args.benchmark))
     cols = predictions_for(card)
+    shares = ["foreground_on_background", "images_foreground_mostly_background"] if card.has_background else []
     print(f"{args.benchmark}: mIoU of each prediction from the same segments (x 100)\n")
-    print("| checkpoint | " + " | ".join(cols) + " | segments / image | presence AUC | images |")
-    print("|---" * (len(cols) + 4) + "|")
+    print("| checkpoint | " + " | ".join(cols) + " | segments / image | presence AUC | "
+          + "".join(f"{c} (%) | " for c in shares) + "images |")
+    print("|---" * (len(cols) + len(shares) + 4) + "|")
     for ckpt in args.checkpoints:
         model, cfg = load_model(ckpt, torch.device("cpu"))
         text = benchmark_text_embeddings(model, build_tokenizer(cfg.text), bench)
         r = diagnose_benchmark(model, bench, text, scale=model.scale(), mean=params.data.mean, std=params.data.std,
                                max_images=args.images)
         print(f"| {ckpt} | " + " | ".join(f"{r[c]:.2f}" for c in cols)
-              + f" | {r['segments_per_image']:.2f} | {r['presence_auc']:.3f} | {int(r['images'])} |")
+              + f" | {r['segments_per_image']:.2f} | {r['presence_auc']:.3f} | "
+              + "".join(f"{r[c]:.1f} | " for c in shares) + f"{int(r['images'])} |")
     return 0
 
 

@@ -64,6 +64,24 @@ def test_a_model_whose_segments_are_the_classes_scores_100_everywhere(tmp_path, 
     assert r["segments_per_image"] == pytest.approx(np.mean([len(i) for i in ids]))
     assert r["presence_auc"] == pytest.approx(1.0)
     assert r["images"] == 3
+    assert r["foreground_on_background"] == 0.0 and r["images_foreground_mostly_background"] == 0.0
+
+
+def test_where_the_foreground_lands_when_the_background_looks_like_a_class(tmp_path, rng):
+    bench, _ = _bench(tmp_path, rng)
+    model = OracleModel(num_fg=4, has_bg=True)
+    text = model.text_emb()
+    text[0] = torch.eye(5)[4]  # "circle" names the background's feature; circle segments match nothing
+    r = diagnose_benchmark(model, bench, text, scale=100.0, mean=ZERO_MEAN, std=UNIT_STD)
+    # every segment but the circle's is certain (P ~ 1 >= 0.95) and stays foreground: the background
+    # segment as "circle"; the circle segment (P = 1/16) becomes background
+    fg = on_bg = mostly = with_fg = 0
+    for _, _, label in bench:
+        valid = label != 255
+        f, b = int((valid & (label != 1)).sum()), int((valid & (label == 0)).sum())
+        fg, on_bg, with_fg, mostly = fg + f, on_bg + b, with_fg + (f > 0), mostly + (2 * b > f)
+    assert on_bg > 0 and r["foreground_on_background"] == pytest.approx(100.0 * on_bg / fg)
+    assert r["images_foreground_mostly_background"] == pytest.approx(100.0 * mostly / with_fg)
 
 
 def test_protocol_column_is_what_the_evaluation_reports(tmp_path, rng):
@@ -104,6 +122,8 @@ def test_script_prints_one_row_per_checkpoint(tmp_path, capsys):
     assert rows[0].startswith("| checkpoint | protocol | no_background_rule | true_background | grouping_bound")
     assert [r.split(" | ")[0] for r in rows[1:]] == [f"| {tmp_path / 'a.pt'}", f"| {tmp_path / 'b.pt'}"]
     assert rows[1].split(" | ")[1:] == rows[2].split(" | ")[1:]  # the same weights, the same numbers
+    assert rows[0].endswith("| segments / image | presence AUC | foreground_on_background (%) | "
+                            "images_foreground_mostly_background (%) | images |")
     assert rows[1].rstrip(" |").endswith("| 3")  # every image
 
     with pytest.raises(SystemExit):

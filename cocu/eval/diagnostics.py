@@ -15,6 +15,11 @@ means the grouping collapsed) and `presence_auc`, the ROC AUC with which the ima
 zero-shot score of each class (its cosine with the class text) tells the images that contain the
 class from those that do not, averaged over the classes present in some but not all images.
 
+Cards with a background add where the protocol's foreground lands: `foreground_on_background`,
+the share (%) of the labelled pixels it calls foreground that are labelled background, and
+`images_foreground_mostly_background`, the share (%) of the images with a labelled foreground
+prediction in which most of it lies on the background (the rule kept a background segment).
+
 Only for cards whose images are segmented in one window at their own size (no resize, one slide
 window: the synthetic cards), so the segments are those of one forward pass.
 """
@@ -78,7 +83,8 @@ def diagnose_benchmark(model: object, bench: Benchmark, text_emb: Tensor, *, sca
                        mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                        max_images: int | None = None) -> dict[str, float]:
     """mIoU (x 100) of each prediction of `PREDICTIONS` that applies, `segments_per_image`,
-    `presence_auc` (mean over classes) and `images`. The model is in eval mode; `text_emb` [K, C]
+    `presence_auc` (mean over classes), `images` and, with a background, the two shares of the
+    foreground (module doc). The model is in eval mode; `text_emb` [K, C]
     holds the foreground classes."""
     card = bench.card
     offset = int(card.has_background)
@@ -87,6 +93,8 @@ def diagnose_benchmark(model: object, bench: Benchmark, text_emb: Tensor, *, sca
     bg = card.bg_thresh if card.has_background else None
     evaluators = {p: SegEvaluator(n_cls, card.ignore_index, bench.class_names) for p in names}
     segments, scores, present = [], [], []
+    fg_pixels = fg_on_bg = 0  # the protocol's foreground, labelled pixels: all, and on the background
+    fg_images = fg_images_on_bg = 0
     device = text_emb.device
     for i, (image_id, image, label) in enumerate(bench):
         if max_images is not None and i >= max_images:
@@ -109,6 +117,11 @@ def diagnose_benchmark(model: object, bench: Benchmark, text_emb: Tensor, *, sca
             scores.append((out["image_features"][0].float() @ text_emb.float().T).cpu().numpy())  # [K]
         for p in names:
             evaluators[p].process(preds[p], label)
+        if card.has_background:
+            fg = (preds["protocol"] != 0) & (label != card.ignore_index)
+            n_fg, n_bg = int(fg.sum()), int((fg & (label == 0)).sum())
+            fg_pixels, fg_on_bg = fg_pixels + n_fg, fg_on_bg + n_bg
+            fg_images, fg_images_on_bg = fg_images + (n_fg > 0), fg_images_on_bg + (2 * n_bg > n_fg)
         segments.append(len(np.unique(group)))
         ids = np.unique(label[label != card.ignore_index]).astype(np.int64) - offset
         row = np.zeros(n_cls - offset, bool)
@@ -121,4 +134,8 @@ def diagnose_benchmark(model: object, bench: Benchmark, text_emb: Tensor, *, sca
     result["segments_per_image"] = float(np.mean(segments))
     result["presence_auc"] = float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
     result["images"] = float(len(segments))
+    if card.has_background:
+        result["foreground_on_background"] = 100.0 * fg_on_bg / fg_pixels if fg_pixels else float("nan")
+        result["images_foreground_mostly_background"] = (100.0 * fg_images_on_bg / fg_images if fg_images
+                                                         else float("nan"))
     return result

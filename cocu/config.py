@@ -535,6 +535,9 @@ class ModelConfig(Checked):
     # mean of the final segment tokens, as the image-caption loss), `max` = its best-matching
     # projected segment (a deviation measured on the synthetic world, docs/method.md)
     prompt_pool: Literal["mean", "max"]
+    # Weight init of every linear and conv layer (truncated normal): `groupvit` = std 0.02 (GroupViT,
+    # timm), `fan_in` = std fan_in^-1/2 (LeCun), measured on the synthetic world (README)
+    init: Literal["groupvit", "fan_in"]
 
     def _check(self) -> None:
         if 1.0 / self.temperature > self.max_logit_scale:
@@ -550,7 +553,7 @@ def paper_model_config() -> ModelConfig:
                                  group_token_std=0.02, gumbel_noise=True),
         text=TextEncoderConfig(context_length=77, vocab_size=49408, width=256, layers=12, heads=4, mlp_ratio=4.0),
         projector=ProjectorConfig(hidden_dim=4096, out_dim=256, activation="relu"),
-        temperature=0.07, max_logit_scale=100.0, prompt_pool="mean",
+        temperature=0.07, max_logit_scale=100.0, prompt_pool="mean", init="groupvit",
     )
 
 
@@ -564,7 +567,7 @@ def tiny_model_config() -> ModelConfig:
                                  group_token_std=0.02, gumbel_noise=True),
         text=TextEncoderConfig(context_length=32, vocab_size=49408, width=64, layers=2, heads=2, mlp_ratio=4.0),
         projector=ProjectorConfig(hidden_dim=256, out_dim=64, activation="none"),
-        temperature=0.07, max_logit_scale=100.0, prompt_pool="mean",
+        temperature=0.07, max_logit_scale=100.0, prompt_pool="mean", init="fan_in",
     )
 
 

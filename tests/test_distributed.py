@@ -41,7 +41,7 @@ MICRO = ModelConfig(
                              gumbel_noise=True),
     text=TextEncoderConfig(context_length=16, vocab_size=1000, width=32, layers=1, heads=2, mlp_ratio=4.0),
     projector=ProjectorConfig(hidden_dim=64, out_dim=32, activation="relu"),
-    temperature=0.07, max_logit_scale=100.0, prompt_pool="max",  # the segment path through the gather
+    temperature=0.07, max_logit_scale=100.0, prompt_pool="max", init="groupvit",  # the segment path through the gather
 )
 
 

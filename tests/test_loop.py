@@ -36,7 +36,7 @@ MICRO = ModelConfig(
                              gumbel_noise=True),
     text=TextEncoderConfig(context_length=16, vocab_size=1000, width=32, layers=1, heads=2, mlp_ratio=4.0),
     projector=ProjectorConfig(hidden_dim=64, out_dim=32, activation="none"),
-    temperature=0.07, max_logit_scale=100.0, prompt_pool="mean",
+    temperature=0.07, max_logit_scale=100.0, prompt_pool="mean", init="groupvit",
 )
 CFG = replace(BASE_TRAIN, batch_size=4, epochs=1, warmup_epochs=0, steps=6, warmup_steps=2, accum_steps=2,
               base_lr=0.5, warmup_lr=0.0, min_lr=0.0, checkpoint_every=2, log_every=1, num_prompts=2)

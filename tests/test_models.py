@@ -121,6 +121,30 @@ def test_projector_without_relu_is_affine_in_eval_mode_and_has_the_same_paramete
     assert TINY.projector.activation == "none" and paper_model_config().projector.activation == "relu"
 
 
+def test_init_schemes_draw_the_documented_weight_scales() -> None:
+    from cocu.models.layers import init_weights
+
+    stds = {}
+    for scheme in ("groupvit", "fan_in"):
+        torch.manual_seed(0)
+        model = build_model(replace(TINY, init=scheme))
+        stds[scheme] = {"attention qkv (fan_in 64)": model.image_encoder.stages[0].blocks[0].attn.qkv.weight.std(),
+                        "mlp out (fan_in 256)": model.image_encoder.stages[0].blocks[0].mlp.fc2.weight.std(),
+                        "patch embed (fan_in 3x8x8)": model.image_encoder.patch_embed.weight.std(),
+                        "text projector in (fan_in 64)": model.text_projector.net[0].weight.std()}
+        # embeddings and group tokens keep their own init under either scheme
+        assert float(model.image_encoder.pos_embed.std()) == pytest.approx(0.02, rel=0.1)
+    want = {"attention qkv (fan_in 64)": 64 ** -0.5, "mlp out (fan_in 256)": 256 ** -0.5,
+            "patch embed (fan_in 3x8x8)": 192 ** -0.5, "text projector in (fan_in 64)": 64 ** -0.5}
+    for name, std in want.items():
+        # a truncated normal (at +-2 absolute) of std s has std ~0.88 s at s = 1 and ~s for s << 1
+        assert float(stds["fan_in"][name]) == pytest.approx(std, rel=0.1), name
+        assert float(stds["groupvit"][name]) == pytest.approx(0.02, rel=0.1), name
+    assert TINY.init == "fan_in" and paper_model_config().init == "groupvit"
+    with pytest.raises(ValueError, match="unknown init scheme"):
+        init_weights(torch.nn.Linear(2, 2), scheme="xavier")
+
+
 def test_every_parameter_gets_a_finite_gradient() -> None:
     torch.manual_seed(0)
     model = build_model(TINY)
@@ -252,3 +276,18 @@ def test_tokenizer_matches_context_length() -> None:
     tokens = build_tokenizer(TINY.text)(["a photo of a cat.", "dog"])
     assert tokens.shape == (2, 32) and tokens.dtype == torch.long
     assert int(tokens[0].argmax()) == 7 and int(tokens.max()) == 49407  # <sot> 6 tokens <eot>
+
+
+def test_a_checkpoint_exported_before_model_init_existed_still_loads(tmp_path) -> None:
+    from cocu.config import to_dict
+    from cocu.eval.evaluate import load_model
+    from cocu.training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    old = {k: v for k, v in to_dict(TINY).items() if k != "init"}
+    save_checkpoint({"model": model.state_dict(), "model_config": old}, tmp_path / "old.pt")
+    loaded, cfg = load_model(tmp_path / "old.pt", torch.device("cpu"))
+    assert cfg.init == "groupvit"  # how those weights were drawn
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)

@@ -35,6 +35,8 @@ def load_model(checkpoint: Path | str, device: torch.device) -> tuple[torch.nn.M
     state, raw = load_model_state(checkpoint)
     if raw is None:
         raise ValueError(f"{checkpoint}: no model_config inside; export it with cocu.training.pretrain")
+    if isinstance(raw, dict) and "init" not in raw:  # exported before `model.init` existed (2026-12-06):
+        raw = {**raw, "init": "groupvit"}  # their weights were drawn that way; loading does not depend on it
     cfg = from_dict(ModelConfig, raw, source=str(checkpoint))
     model = build_model(cfg)
     model.load_state_dict(state)

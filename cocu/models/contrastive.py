@@ -23,10 +23,10 @@ class ContrastiveModel(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.image_encoder = GroupViT(cfg.image)
-        self.text_encoder = TextTransformer(cfg.text)
-        self.image_projector = ProjectionHead(cfg.image.width, cfg.projector)
-        self.text_projector = ProjectionHead(cfg.text.width, cfg.projector)
+        self.image_encoder = GroupViT(cfg.image, cfg.init)
+        self.text_encoder = TextTransformer(cfg.text, cfg.init)
+        self.image_projector = ProjectionHead(cfg.image.width, cfg.projector, cfg.init)
+        self.text_projector = ProjectionHead(cfg.text.width, cfg.projector, cfg.init)
         init = math.log(1.0 / cfg.temperature)
         self.logit_scale = nn.Parameter(torch.tensor(init))  # image-caption loss
         self.multi_label_logit_scale = nn.Parameter(torch.tensor(init))  # image-prompt loss

@@ -12,6 +12,7 @@ h x w the patch grid.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional
 
 import torch
@@ -138,7 +139,7 @@ class GroupingStage(nn.Module):
 class GroupViT(nn.Module):
     """Image [B, 3, H, W] -> pooled feature [B, D]; `forward_groups` gives segments and assignments."""
 
-    def __init__(self, cfg: ImageEncoderConfig) -> None:
+    def __init__(self, cfg: ImageEncoderConfig, init: str = "groupvit") -> None:
         super().__init__()
         n_stages = len(cfg.depths)
         if not (len(cfg.num_heads) == len(cfg.num_group_tokens) == n_stages
@@ -161,7 +162,7 @@ class GroupViT(nn.Module):
                 cfg.mlp_ratio, cfg.token_mlp_ratio, cfg.gumbel_tau, cfg.gumbel_noise))
             start += depth
         self.norm = nn.LayerNorm(cfg.width)
-        self.apply(init_weights)
+        self.apply(partial(init_weights, scheme=init))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         for stage in self.stages:
             if stage.group_tokens is not None:

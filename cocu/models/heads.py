@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from torch import Tensor, nn
 
 from cocu.config import ProjectorConfig
@@ -16,7 +18,7 @@ class ProjectionHead(nn.Module):
     with statistics over all B*G of them.
     """
 
-    def __init__(self, in_dim: int, cfg: ProjectorConfig) -> None:
+    def __init__(self, in_dim: int, cfg: ProjectorConfig, init: str = "groupvit") -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(in_dim, cfg.hidden_dim),
@@ -24,7 +26,7 @@ class ProjectionHead(nn.Module):
             nn.ReLU(inplace=True) if cfg.activation == "relu" else nn.Identity(),
             nn.Linear(cfg.hidden_dim, cfg.out_dim),
         )
-        self.apply(init_weights)
+        self.apply(partial(init_weights, scheme=init))
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]

@@ -146,9 +146,21 @@ class CrossBlock(nn.Module):
         return self.norm_post(x)
 
 
-def init_weights(module: nn.Module, std: float = 0.02) -> None:
-    """Truncated-normal linear/conv weights, zero biases, unit norms (apply with `model.apply`)."""
+INIT_SCHEMES = ("groupvit", "fan_in")
+
+
+def init_weights(module: nn.Module, std: float = 0.02, scheme: str = "groupvit") -> None:
+    """Truncated-normal linear/conv weights, zero biases, unit norms (apply with `model.apply`).
+
+    `scheme`: `groupvit` draws every weight with `std` (0.02, GroupViT's and timm's choice, made for
+    widths of 384 and more); `fan_in` with std = fan_in^-1/2 (LeCun), which keeps the activations'
+    scale through the layers at any width: at width 64, 0.125 for a 64-wide input.
+    """
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"unknown init scheme {scheme!r} (expected one of {INIT_SCHEMES})")
     if isinstance(module, (nn.Linear, nn.Conv2d)):
+        if scheme == "fan_in":
+            std = module.weight[0].numel() ** -0.5  # fan_in: in_features, or in_chans * kh * kw
         nn.init.trunc_normal_(module.weight, std=std)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
@@ -162,4 +174,4 @@ def count_parameters(module: nn.Module) -> int:
 
 
 __all__ = ["Attention", "Block", "CrossAttention", "CrossBlock", "DropPath", "Mlp", "TokenMixer",
-           "count_parameters", "init_weights"]
+           "INIT_SCHEMES", "count_parameters", "init_weights"]

@@ -5,6 +5,7 @@ Shapes: N texts, T tokens (<= context_length), W width.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -21,14 +22,14 @@ class TextTransformer(nn.Module):
     of each row, as in CLIP.
     """
 
-    def __init__(self, cfg: TextEncoderConfig) -> None:
+    def __init__(self, cfg: TextEncoderConfig, init: str = "groupvit") -> None:
         super().__init__()
         self.cfg = cfg
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
         self.positional_embedding = nn.Parameter(torch.zeros(cfg.context_length, cfg.width))
         self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
         self.ln_final = nn.LayerNorm(cfg.width)
-        self.apply(init_weights)
+        self.apply(partial(init_weights, scheme=init))
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
 

@@ -524,6 +524,9 @@ class ProjectorConfig(Checked):
     activation: Literal["relu", "none"]
 
 
+InitScheme = Literal["groupvit", "fan_in"]  # weight init of the models (cocu.models.layers.init_weights)
+
+
 @dataclass(frozen=True)
 class ModelConfig(Checked):
     image: ImageEncoderConfig
@@ -537,7 +540,7 @@ class ModelConfig(Checked):
     prompt_pool: Literal["mean", "max"]
     # Weight init of every linear and conv layer (truncated normal): `groupvit` = std 0.02 (GroupViT,
     # timm), `fan_in` = std fan_in^-1/2 (LeCun), measured on the synthetic world (README)
-    init: Literal["groupvit", "fan_in"]
+    init: InitScheme
 
     def _check(self) -> None:
         if 1.0 / self.temperature > self.max_logit_scale:

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cocu.data.benchmarks import benchmark_root
     from cocu.data.readers import open_benchmark
-    from cocu.eval.diagnostics import diagnose_benchmark, predictions_for
+    from cocu.eval.diagnostics import FOREGROUND_SHARES, diagnose_benchmark, predictions_for
     from cocu.eval.evaluate import load_model
     from cocu.eval.runner import benchmark_text_embeddings
     from cocu.models.text import build_tokenizer
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     card = params.eval.benchmarks[args.benchmark]
     bench = open_benchmark(card, benchmark_root(params, args.benchmark))
     cols = predictions_for(card)
-    shares = ["foreground_on_background", "images_foreground_mostly_background"] if card.has_background else []
+    shares = FOREGROUND_SHARES if card.has_background else ()
     print(f"{args.benchmark}: mIoU of each prediction from the same segments (x 100)\n")
     print("| checkpoint | " + " | ".join(cols) + " | segments / image | presence AUC | "
           + "".join(f"{c} (%) | " for c in shares) + "images |")

@@ -40,6 +40,8 @@ from cocu.eval.segmenter import capped_size, group_class_probs, group_logits, pi
 
 PREDICTIONS = ("protocol", "no_background_rule", "true_background", "grouping_bound")
 _WITH_BACKGROUND_ONLY = ("no_background_rule", "true_background")
+# where the protocol's foreground lands (cards with a background): result keys, in % (module doc)
+FOREGROUND_SHARES = ("foreground_on_background", "images_foreground_mostly_background")
 
 
 def predictions_for(card: ProtocolCard) -> list[str]:
@@ -135,7 +137,6 @@ def diagnose_benchmark(model: object, bench: Benchmark, text_emb: Tensor, *, sca
     result["presence_auc"] = float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
     result["images"] = float(len(segments))
     if card.has_background:
-        result["foreground_on_background"] = 100.0 * fg_on_bg / fg_pixels if fg_pixels else float("nan")
-        result["images_foreground_mostly_background"] = (100.0 * fg_images_on_bg / fg_images if fg_images
-                                                         else float("nan"))
+        for key, part, whole in zip(FOREGROUND_SHARES, (fg_on_bg, fg_images_on_bg), (fg_pixels, fg_images)):
+            result[key] = 100.0 * part / whole if whole else float("nan")
     return result

@@ -5,11 +5,13 @@ Shapes: B batch, N tokens (queries), M tokens (keys), D width.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from cocu.config import InitScheme
 
 
 class Mlp(nn.Module):
@@ -146,7 +148,7 @@ class CrossBlock(nn.Module):
         return self.norm_post(x)
 
 
-INIT_SCHEMES = ("groupvit", "fan_in")
+INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
 
 
 def init_weights(module: nn.Module, std: float = 0.02, scheme: str = "groupvit") -> None:

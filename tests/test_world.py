@@ -114,6 +114,20 @@ def test_mention_rate_matches_the_parameter_quick():
     assert abs(measured - 0.5) < 0.04
 
 
+def test_thing_scale_grows_the_things_and_keeps_the_calibrated_mention_rate():
+    # the default world's shape (2-4 concepts, naming bias 3) at 32 px, to stay fast
+    from cocu.data.scene import N_STUFF
+
+    share, rate = {}, {}
+    for scale in (1.0, 2.75):
+        cfg = make_cfg(thing_scale=scale, naming_bias=3.0, min_concepts=2, max_concepts=4, image_size=32)
+        samples = list(world.generate(cfg, 400, "scale"))
+        share[scale] = np.mean([(s.label >= N_STUFF).mean() for s in samples])
+        rate[scale] = world.mention_fraction(samples)
+    assert share[2.75] > 2 * share[1.0]
+    assert abs(rate[2.75] - 0.4) < 0.04 and abs(rate[1.0] - 0.4) < 0.04
+
+
 def test_mention_offset_is_monotone_in_the_rate():
     offsets = [world.mention_offset(rate, 32, 2, 6) for rate in (0.3, 0.4, 0.6)]
     assert offsets[0] < offsets[1] < offsets[2]

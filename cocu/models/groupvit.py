@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cocu.config import ImageEncoderConfig
+from cocu.config import ImageEncoderConfig, InitScheme
 from cocu.models.layers import Block, CrossBlock, Mlp, TokenMixer, init_weights
 
 ASSIGN_EPS = 1.0  # added to a group's assigned-token count so that an empty group merges to zero
@@ -139,7 +139,7 @@ class GroupingStage(nn.Module):
 class GroupViT(nn.Module):
     """Image [B, 3, H, W] -> pooled feature [B, D]; `forward_groups` gives segments and assignments."""
 
-    def __init__(self, cfg: ImageEncoderConfig, init: str = "groupvit") -> None:
+    def __init__(self, cfg: ImageEncoderConfig, init: InitScheme = "groupvit") -> None:
         super().__init__()
         n_stages = len(cfg.depths)
         if not (len(cfg.num_heads) == len(cfg.num_group_tokens) == n_stages

@@ -6,7 +6,7 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from cocu.config import ProjectorConfig
+from cocu.config import InitScheme, ProjectorConfig
 from cocu.models.layers import init_weights
 
 
@@ -18,7 +18,7 @@ class ProjectionHead(nn.Module):
     with statistics over all B*G of them.
     """
 
-    def __init__(self, in_dim: int, cfg: ProjectorConfig, init: str = "groupvit") -> None:
+    def __init__(self, in_dim: int, cfg: ProjectorConfig, init: InitScheme = "groupvit") -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(in_dim, cfg.hidden_dim),

@@ -151,7 +151,7 @@ class CrossBlock(nn.Module):
 INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
 
 
-def init_weights(module: nn.Module, std: float = 0.02, scheme: str = "groupvit") -> None:
+def init_weights(module: nn.Module, std: float = 0.02, scheme: InitScheme = "groupvit") -> None:
     """Truncated-normal linear/conv weights, zero biases, unit norms (apply with `model.apply`).
 
     `scheme`: `groupvit` draws every weight with `std` (0.02, GroupViT's and timm's choice, made for

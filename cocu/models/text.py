@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cocu.config import TextEncoderConfig
+from cocu.config import InitScheme, TextEncoderConfig
 from cocu.models.layers import Block, init_weights
 
 
@@ -22,7 +22,7 @@ class TextTransformer(nn.Module):
     of each row, as in CLIP.
     """
 
-    def __init__(self, cfg: TextEncoderConfig, init: str = "groupvit") -> None:
+    def __init__(self, cfg: TextEncoderConfig, init: InitScheme = "groupvit") -> None:
         super().__init__()
         self.cfg = cfg
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)

@@ -708,6 +708,16 @@ class EvalConfig(Checked):
 
 
 @dataclass(frozen=True)
+class KindBenchmarks(Checked):
+    """`report.kind_benchmarks`: the benchmark on which each kind of concept is judged among its own
+    kind only (synthetic world: stuff on the stuff-only set, things on the things + background set),
+    as the per-concept analysis's second view beside `report.concept_benchmark`."""
+
+    stuff: str = spec(nonempty=True)
+    thing: str = spec(nonempty=True)
+
+
+@dataclass(frozen=True)
 class ReportSection(Checked):
     """The `report:` section of params.yaml: the knobs. Input and output paths live in `paths:`."""
 
@@ -720,6 +730,7 @@ class ReportSection(Checked):
     curve_metric: str = spec(nonempty=True)  # curve column plotted in the convergence figure
     decimals: int = spec(ge=0, le=6)  # decimals of mIoU in the Markdown and LaTeX tables
     concept_benchmark: str = spec(nonempty=True)  # per-concept analysis: the benchmark holding every concept
+    kind_benchmarks: KindBenchmarks  # per-concept analysis: each concept judged among its own kind
 
 
 @dataclass(frozen=True)
@@ -742,12 +753,14 @@ class ReportConfig(Checked):
     curve_metric: str
     decimals: int = spec(ge=0, le=6)
     concept_benchmark: str
+    kind_benchmarks: KindBenchmarks
     # the runs the pipeline is configured for (pretrain.variants x pretrain.seeds): only their
     # results are read; None reads every result file found (tests, ad-hoc use)
     variants: Optional[tuple[str, ...]]
     seeds: Optional[tuple[int, ...]]
     pairs_manifest: Optional[str]  # synthetic world: the hidden ground truth of the per-concept analysis
     archives: Optional[str]  # the curated archives (per-concept curation recall)
+    benchmarks_root: Optional[str]  # synthetic benchmarks: <root>/<name>/class_names.txt (class order of the counts)
     num_prompts: int = spec(ge=0)  # K: prompts per training step (CoCu's prompt recall)
 
     @classmethod
@@ -759,7 +772,7 @@ class ReportConfig(Checked):
                    out_dir=paths.reports, curate_metrics=str(Path(paths.details) / "curate.json"),
                    teacher_metrics=str(Path(paths.details) / "teacher.json"),
                    gallery=paths.world_gallery, variants=params.pretrain.variants, seeds=params.pretrain.seeds,
-                   pairs_manifest=paths.pairs_manifest, archives=paths.archives,
+                   pairs_manifest=paths.pairs_manifest, archives=paths.archives, benchmarks_root=paths.benchmarks_root,
                    num_prompts=params.train.num_prompts, **knobs)
 
 

@@ -5,6 +5,8 @@ so the workspace keeps the default's outputs):
                                             # its report in reports/study/ (results.md, tables, figures)
     python scripts/studies.py robustness    # `make robustness`: the settings below, ~8 min each
     python scripts/studies.py table         # reports/robustness.md from the robustness experiments
+    python scripts/studies.py study-report  # reports/study/ rebuilt from the last study's results with this
+                                            # checkout's report code (seconds; no training)
 
 Settings (cocu/reports/robustness.py says what is computed):
 - `machine-avx2`, `machine-default`: the default pipeline re-run end to end with other float kernels
@@ -48,6 +50,7 @@ SETTINGS: dict[str, tuple[dict[str, str], list[str], str]] = {
     "mention-0.5": ({}, ["world.mention_rate=0.5"], "world"),
 }
 EXP_PREFIX = "robust-"
+REPORT_ONLY = ("report.",)  # params that change how results are reported, never a result
 STUDY = "study"
 STUDY_OVERRIDES = ["pretrain.variants=[baseline,ranking,expansion,cocu,oracle,precision25,precision50,precision75,"
                    "precision100]", "pretrain.seeds=[0,1,2,3,4,5,6,7]", "paths.reports=reports/study"]
@@ -65,6 +68,59 @@ def study() -> None:
         raise SystemExit("the study experiment left no ref (dvc exp show lists the experiments)")
     subprocess.run(["git", "checkout", ref, "--", "reports/study"], cwd=REPO, check=True)
     print(f"reports/study/ written from experiment {ref[:10]} (commit it to keep it)")
+
+
+def _world_outputs(lock_text: str) -> dict[str, str]:
+    """path -> md5 of the outputs of the stages that make the world, its archives and its benchmarks
+    (what the report reads besides the runs' results) in a dvc.lock."""
+    lock = yaml.safe_load(lock_text)["stages"]
+    return {o["path"]: o.get("md5", "") for stage in ("pairs", "benchmarks", "curate")
+            for o in lock.get(stage, {}).get("outs", [])}
+
+
+def study_report() -> None:
+    """reports/study/ rebuilt from the newest study experiment's results with this checkout's report
+    code: the runs' results and metrics come from the experiment, the world (manifest, archives,
+    benchmarks) from this workspace, which must hold the same files (dvc.lock digests)."""
+    import shutil
+    import tempfile
+
+    ref = exp_ref(STUDY)
+    if ref is None:
+        raise SystemExit("no study experiment (run `make study` first)")
+    current = (REPO / "params.yaml").read_text()
+    params = yaml.safe_load(current)
+    differ = stale_keys(params, yaml.safe_load(_git("show", f"{ref}:params.yaml")), STUDY_OVERRIDES)
+    if differ:
+        raise SystemExit(f"study experiment {ref[:10]} was made with other params ({', '.join(differ[:5])}): "
+                         "re-run `make study`")
+    ours, theirs = _world_outputs((REPO / "dvc.lock").read_text()), _world_outputs(_git("show", f"{ref}:dvc.lock"))
+    if ours != theirs:
+        bad = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        raise SystemExit(f"the workspace's {', '.join(bad)} differ from study experiment {ref[:10]}'s "
+                         "(`dvc repro` the default first, or re-run `make study`)")
+    for override in STUDY_OVERRIDES:
+        key, value = override.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = params
+        for k in parents:
+            node = node[k]
+        node[leaf] = yaml.safe_load(value)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "study"
+        _git("worktree", "add", "--detach", str(work), "HEAD")
+        try:
+            subprocess.run(["git", "checkout", ref, "--", params["paths"]["results"], "metrics"], cwd=work, check=True)
+            (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            (work / "data").symlink_to(REPO / "data")
+            subprocess.run([sys.executable, "pipelines/report.py"], cwd=work, check=True,
+                           env={**os.environ, "PYTHONPATH": str(work)})
+            out = REPO / params["paths"]["reports"]
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(work / params["paths"]["reports"], out)
+        finally:
+            _git("worktree", "remove", "--force", str(work))
+    print(f"{params['paths']['reports']}/ rebuilt from study experiment {ref[:10]}'s results (commit it to keep it)")
 
 
 def run(names: list[str]) -> None:
@@ -94,11 +150,13 @@ def exp_ref(name: str) -> str | None:
 def stale_keys(current: dict, experiment: dict, overrides: list[str]) -> list[str]:
     """The dotted params keys where an experiment's params.yaml differs from `current` with the
     setting's `-S key=value` overrides applied: an experiment made before the default changed
-    (another recipe) is stale and must not stand in the table for this checkout."""
+    (another recipe) is stale and must not stand in the table for this checkout. The `report:`
+    knobs are left out: they change how results are shown, never a result."""
     want = flatten(current)
     want.update((k, yaml.safe_load(v)) for k, v in (o.split("=", 1) for o in overrides))
     got = flatten(experiment)
-    return sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+    return sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k)
+                  and not k.startswith(REPORT_ONLY))
 
 
 def read_runs(rev: str | None, params: dict) -> R.Runs:
@@ -177,6 +235,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("study", help="run the study experiment and bring its report into reports/study/")
+    sub.add_parser("study-report", help="rebuild reports/study/ from the last study's results with this "
+                   "checkout's report code")
     r = sub.add_parser("robustness", help="run the robustness settings as DVC experiments")
     r.add_argument("names", nargs="*", default=list(SETTINGS), help=f"default: all of {', '.join(SETTINGS)}")
     t = sub.add_parser("table", help="write the table")
@@ -186,6 +246,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.cmd == "study":
         study()
+    elif args.cmd == "study-report":
+        study_report()
     elif args.cmd == "robustness":
         unknown = [n for n in args.names if n not in SETTINGS]
         if unknown:

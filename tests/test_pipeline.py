@@ -120,6 +120,11 @@ def test_report_numbers_equal_result_files(pipeline):
     paired = pd.read_csv(Path(params.paths.reports) / "tables" / "paired.csv")
     assert set(paired["variant"]) == {"cocu", "oracle", "precision50"}  # every other variant vs the baseline
     assert (Path(params.paths.reports) / "figures" / "mechanism.png").is_file()
+    contest = pd.read_csv(Path(params.paths.reports) / "tables" / "kind_contest.csv")
+    assert set(contest["kind"]) == {"stuff", "thing"} and contest["labelled"].between(0, 1).all()
+    by_kind = pd.read_csv(Path(params.paths.reports) / "tables" / "concepts_by_kind.csv")
+    assert set(by_kind["kbenchmark"].dropna()) <= {params.report.kind_benchmarks.stuff,
+                                                   params.report.kind_benchmarks.thing}
     dose = pd.read_csv(Path(params.paths.reports) / "tables" / "dose_response.csv")
     assert list(dose["variant"]) == ["precision50"] and 0.0 <= dose["precision"].iloc[0] <= 1.0
 

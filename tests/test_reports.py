@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from cocu.config import ConfigError, ReportConfig, ReportSection, from_dict
+from cocu.config import ConfigError, KindBenchmarks, ReportConfig, ReportSection, from_dict
 from cocu.reports import build, tables
 from cocu.reports.build import build_report
 from cocu.reports.curation import curation_table
@@ -28,10 +28,11 @@ KNOBS = dict(paper_setting="cc3m+cc12m+yfcc14m", paper_methods={"baseline": "gro
              variants_order=("baseline", "ranking", "expansion", "cocu", "oracle"),
              benchmarks_order=("synth_things", "synth_stuff", "synth_all", "voc", "context", "coco_object", "coco_stuff",
                                "cityscapes", "ade20k", "imagenet_s50", "imagenet_s300", "voc20", "context59"),
-             curve_metric="loss", decimals=2, concept_benchmark="synth_all")
+             curve_metric="loss", decimals=2, concept_benchmark="synth_all",
+             kind_benchmarks=KindBenchmarks(stuff="synth_stuff", thing="synth_things"))
 # optional inputs left out; every result file found is read (no configured variants x seeds)
 NO_FILES = dict(curate_metrics=None, teacher_metrics=None, gallery=None, variants=None, seeds=None, run_metrics_dir="m",
-                pairs_manifest=None, archives=None, num_prompts=3)
+                pairs_manifest=None, archives=None, benchmarks_root=None, num_prompts=3)
 # variant -> benchmark -> mIoU per seed (s0, s1); chosen so the gap closure is easy by hand
 MIOU = {
     "baseline": {"voc": [30.0, 32.0], "ade20k": [10.0, 12.0]},
@@ -69,7 +70,7 @@ def make_inputs(root: Path, miou: dict = MIOU) -> ReportConfig:
     return ReportConfig(results_dir=str(root / "results"), curves_dir=str(curves), paper_numbers=str(PAPER),
                         out_dir=str(root / "out"), curate_metrics=str(root / "curate.json"),
                         teacher_metrics=str(root / "teacher.json"), gallery=None, variants=None, seeds=None, run_metrics_dir=str(curves),
-                        pairs_manifest=None, archives=None, num_prompts=3, **KNOBS)
+                        pairs_manifest=None, archives=None, benchmarks_root=None, num_prompts=3, **KNOBS)
 
 
 @pytest.fixture(scope="module")

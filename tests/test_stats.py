@@ -160,3 +160,5 @@ def test_robustness_table_leaves_out_experiments_made_with_other_params() -> Non
     assert studies.stale_keys(current, older, ["world.seed=1"]) == ["model.projector.activation"]
     assert studies.stale_keys(current, same, []) == ["world.seed"]  # the override is what makes it differ
     assert studies.stale_keys(current, {**same, "y": 2}, ["world.seed=1"]) == ["y"]
+    # a report knob changes how results are shown, never a result
+    assert studies.stale_keys({**current, "report": {"k": 1}}, same, ["world.seed=1"]) == []

@@ -6,6 +6,7 @@ so the DVC stage's outputs are complete and the page explains itself.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from cocu.reports.reference import check_mapping, load_reference
 
 log = logging.getLogger(__name__)
 
-TABLES = ("main", "paired", "paired_images", "gap_closure", "ablation", "curation", "concepts", "dose_response")
+TABLES = ("main", "paired", "paired_images", "gap_closure", "ablation", "curation", "concepts", "concepts_by_kind",
+          "kind_contest", "dose_response")
 FIGURES = {"convergence": "figures/convergence.png", "benchmarks": "figures/benchmarks.png",
            "mechanism": "figures/mechanism.png", "dose_response": "figures/dose_response.png"}
 
@@ -67,7 +69,9 @@ def build_report(cfg: ReportConfig) -> ReportOutputs:
         "gap_closure": comparisons.gap_closure_table(results, benchmarks, variants, cfg.decimals),
         "ablation": tables.ablation_table(summary, variants, cfg),
         "curation": curation_table(curate, teacher, cfg.curate_metrics, cfg.teacher_metrics),
-        "concepts": concepts[0],
+        "concepts": concepts.all_classes,
+        "concepts_by_kind": concepts.by_kind,
+        "kind_contest": concepts.contest,
         "dose_response": dose[0],
     }
     if results.empty:  # say it in every results table instead of their usual notes
@@ -78,7 +82,7 @@ def build_report(cfg: ReportConfig) -> ReportOutputs:
     for name in TABLES:
         files += render.write_table(built[name], out / "tables", name)
     files += _figures(cfg, out, results, curves, summary, variants, benchmarks)
-    files += _analysis_figures(out, concepts[1], dose[1], variants, cfg)
+    files += _analysis_figures(out, concepts.frame, dose[1], variants, cfg)
 
     curve_variants = tables.order(list(curves["variant"].unique()), cfg.variants_order)
     figure_links = {f"Convergence: pre-training {cfg.curve_metric} ({', '.join(curve_variants) or 'no curves'})":
@@ -156,16 +160,40 @@ def _seeds(results: pd.DataFrame) -> dict[str, list[int]]:
     return {v: sorted(int(s) for s in g["seed"].unique()) for v, g in results.groupby("variant")}
 
 
-def _concepts(cfg: ReportConfig, variants: list[str], results: pd.DataFrame) -> tuple[tables.Table, pd.DataFrame]:
-    """The per-concept table (mention rate, curation recall, gains) and its frame (synthetic world only)."""
-    title = "Per concept: caption mention rate, curation recall of missed concepts, IoU gain over the baseline"
+CONCEPT_NOTE = ("Mention rate: share of the pre-training pairs showing the concept whose caption names it. Recall: "
+                "over the pairs whose caption misses a present concept, the share whose archive holds it, and the mean "
+                "probability that CoCu's cluster-guided sampling (K = {k}) prompts it. Gains are paired by seed, with "
+                "95% t-intervals; IoU x100.")
+
+
+@dataclass(frozen=True)
+class ConceptAnalysis:
+    """The per-concept analysis: its tables and the frame behind the mechanism figure."""
+
+    all_classes: tables.Table  # gains on `report.concept_benchmark` (every concept competes)
+    by_kind: tables.Table  # gains with each concept judged among its own kind (`report.kind_benchmarks`)
+    contest: tables.Table  # stuff vs things: pixel shares on `report.concept_benchmark`
+    frame: pd.DataFrame  # mechanism columns; gain/<v> (all classes), kgain/<v> (own kind)
+
+
+def _concepts(cfg: ReportConfig, variants: list[str], results: pd.DataFrame) -> ConceptAnalysis:
+    """Per concept: mention rate, curation recall, and the IoU gains over the baseline in both views
+    (synthetic world only: it needs the hidden ground truth)."""
+    titles = ("Per concept: caption mention rate, curation recall of missed concepts, IoU gain over the baseline "
+              f"on `{cfg.concept_benchmark}` (every concept competes)",
+              "Per concept, judged among its own kind: IoU gain over the baseline on "
+              f"`{cfg.kind_benchmarks.stuff}` (stuff) and `{cfg.kind_benchmarks.thing}` (things)",
+              f"Stuff vs things on `{cfg.concept_benchmark}`: share of the pixels each kind holds and is predicted on")
+    present = set(results["benchmark"]) if not results.empty else set()
+    kind_benches = {"stuff": cfg.kind_benchmarks.stuff, "thing": cfg.kind_benchmarks.thing}
     why = None
     if not (cfg.pairs_manifest and mechanism.has_ground_truth(cfg.pairs_manifest)):
         why = "needs the synthetic world's hidden ground truth (the manifest's gt_* columns)"
-    elif "baseline" not in variants or cfg.concept_benchmark not in set(results["benchmark"]):
+    elif "baseline" not in variants or cfg.concept_benchmark not in present:
         why = f"needs baseline results on `{cfg.concept_benchmark}`"
     if why:
-        return tables.Table(title, pd.DataFrame(), pd.DataFrame(), (f"Not computed: {why}.",)), pd.DataFrame()
+        empty = tables.Table("", pd.DataFrame(), pd.DataFrame(), (f"Not computed: {why}.",))
+        return ConceptAnalysis(*(dataclasses.replace(empty, title=t) for t in titles), pd.DataFrame())
     from cocu.data.world import CONCEPTS
 
     kinds = {c.name: c.kind for c in CONCEPTS}
@@ -176,44 +204,116 @@ def _concepts(cfg: ReportConfig, variants: list[str], results: pd.DataFrame) -> 
                             on="concept", how="left")
     else:
         frame = frame.assign(missed=float("nan"), archive_recall=float("nan"), prompt_recall=float("nan"))
-    others = [v for v in variants if v != "baseline" and not v.startswith("precision")]
-    gains = mechanism.concept_gains(cfg.results_dir, _seeds(results), cfg.concept_benchmark, others)
-    frame = frame.merge(gains, on="concept", how="left")
     frame.insert(1, "kind", frame["concept"].map(kinds))
     frame.insert(2, "under_named", frame["concept"].map(under).fillna(False).astype(bool))
+    others = [v for v in variants if v != "baseline" and not v.startswith("precision")]
+    seeds = _seeds(results)
+    frame = frame.merge(mechanism.concept_gains(cfg.results_dir, seeds, cfg.concept_benchmark, others),
+                        on="concept", how="left")
+    have_kinds = set(kind_benches.values()) <= present
+    if have_kinds:
+        own = mechanism.kind_gains(cfg.results_dir, seeds, kind_benches, kinds, others)
+        own = own.rename(columns={c: f"k{c}" for c in own.columns if c != "concept"})
+        frame = frame.merge(own, on="concept", how="left")
     frame = frame.sort_values("mention_rate", kind="stable").reset_index(drop=True)
     d = cfg.decimals
+    note = CONCEPT_NOTE.format(k=cfg.num_prompts)
+
+    def columns(prefix: str) -> dict[str, list[str]]:
+        return {f"gain {tables.variant_label(v)}": [comparisons.fmt_interval(stats_interval(frame, v, i, prefix), d)
+                                                    for i in range(len(frame))] for v in others}
+
+    base = {"concept": frame["concept"], "kind": frame["kind"],
+            "under-named": frame["under_named"].map({True: "yes", False: ""}),
+            "mention rate": frame["mention_rate"].map(lambda x: f"{x:.2f}")}
     display = pd.DataFrame({
-        "concept": frame["concept"], "kind": frame["kind"],
-        "under-named": frame["under_named"].map({True: "yes", False: ""}),
-        "mention rate": frame["mention_rate"].map(lambda x: f"{x:.2f}"),
+        **base,
         "archive recall (missed)": frame["archive_recall"].map(lambda x: f"{x:.2f}"),
         "CoCu prompt recall (missed)": frame["prompt_recall"].map(lambda x: f"{x:.2f}"),
-        "IoU baseline": frame["iou/baseline"].map(lambda x: f"{x:.{d}f}"),
-        **{f"gain {tables.variant_label(v)}": [
-            comparisons.fmt_interval(stats_interval(frame, v, i), d) for i in range(len(frame))] for v in others},
-    })
-    notes = [f"IoU on `{cfg.concept_benchmark}` (every concept is a class there), x100; gains are paired by seed "
-             "with 95% t-intervals. Mention rate: share of the pre-training pairs showing the concept whose caption "
-             "names it. Recall: over the pairs whose caption misses a present concept, the share whose archive holds "
-             f"it, and the mean probability that CoCu's cluster-guided sampling (K = {cfg.num_prompts}) prompts it."]
-    for v in others:
-        rho, pval = mechanism.spearman(frame["mention_rate"], frame[f"gain/{v}"])
-        notes.append(f"Spearman correlation of the {tables.variant_label(v)} gain with the mention rate: "
-                     f"rho = {rho:.2f} (p = {pval:.3f}, {int(frame[f'gain/{v}'].notna().sum())} concepts); "
-                     "negative = gains on under-named concepts.")
+        "IoU baseline": frame["iou/baseline"].map(lambda x: f"{x:.{d}f}"), **columns("")})
+    notes = [f"IoU on `{cfg.concept_benchmark}`, where every concept is a class and stuff and things compete for "
+             f"the same pixels. {note}", *_correlations(frame, others, "")]
     if "cocu" in others:
         rho, pval = mechanism.spearman(frame["prompt_recall"], frame["gain/cocu"])
         notes.append(f"Spearman correlation of the CoCu gain with CoCu's prompt recall: rho = {rho:.2f} (p = {pval:.3f}).")
-    data = frame.copy()
-    return tables.Table(title, display, data, tuple(notes)), frame
+    all_classes = tables.Table(titles[0], display, frame.copy(), tuple(notes))
+    if not have_kinds:
+        missing = sorted(set(kind_benches.values()) - present)
+        by_kind = tables.Table(titles[1], pd.DataFrame(), pd.DataFrame(),
+                               (f"Not computed: no results on {', '.join(f'`{b}`' for b in missing)}.",))
+    else:
+        kdisplay = pd.DataFrame({**base, "benchmark": frame["kbenchmark"],
+                                 "IoU baseline": frame["kiou/baseline"].map(lambda x: f"{x:.{d}f}"), **columns("k")})
+        knotes = [f"Each concept on the benchmark of its kind only: stuff among the stuff classes with thing pixels "
+                  f"ignored (`{cfg.kind_benchmarks.stuff}`), things among the things and the background "
+                  f"(`{cfg.kind_benchmarks.thing}`); this asks whether the model recognises the concept, apart from "
+                  f"the stuff-vs-things contest of `{cfg.concept_benchmark}`. {note}",
+                  *_correlations(frame, others, "k")]
+        rates = frame.groupby("kind")["mention_rate"].mean().sort_values()
+        if len(rates) == 2:
+            low, high = rates.index
+            for v in others:
+                iv = mechanism.kind_contrast(cfg.results_dir, seeds, kind_benches, kinds, v, low, high)
+                knotes.append(f"{tables.variant_label(v)}: mean gain over the {low} concepts (mean mention rate "
+                              f"{rates[low]:.2f}) minus over the {high} concepts ({rates[high]:.2f}), paired by "
+                              f"seed: {comparisons.fmt_interval(iv, d)}.")
+        if "cocu" in others:
+            rho, pval = mechanism.spearman(frame["prompt_recall"], frame["kgain/cocu"])
+            knotes.append(f"Spearman correlation of the CoCu gain with CoCu's prompt recall: rho = {rho:.2f} "
+                          f"(p = {pval:.3f}).")
+        by_kind = tables.Table(titles[1], kdisplay, frame.copy(), tuple(knotes))
+    return ConceptAnalysis(all_classes, by_kind, _kind_contest(cfg, titles[2], variants, seeds, kinds), frame)
 
 
-def stats_interval(frame: pd.DataFrame, v: str, i: int):
+def _correlations(frame: pd.DataFrame, variants: list[str], prefix: str) -> list[str]:
+    """Spearman of each variant's gain with the mention rate: over every concept and within each kind."""
+    notes = []
+    for v in variants:
+        col = f"{prefix}gain/{v}"
+        rho, pval = mechanism.spearman(frame["mention_rate"], frame[col])
+        within = []
+        for kind, g in frame.groupby("kind"):
+            r, pk = mechanism.spearman(g["mention_rate"], g[col])
+            within.append(f"{kind} {r:+.2f} (p = {pk:.2f})")
+        notes.append(f"Spearman correlation of the {tables.variant_label(v)} gain with the mention rate: "
+                     f"rho = {rho:.2f} (p = {pval:.3f}, {int(frame[col].notna().sum())} concepts; negative = gains on "
+                     f"under-named concepts); within a kind: {', '.join(within)}.")
+    return notes
+
+
+def _kind_contest(cfg: ReportConfig, title: str, variants: list[str], seeds: dict[str, list[int]],
+                  kinds: dict[str, str]) -> tables.Table:
+    """Per variant, on `concept_benchmark`: each kind's share of the labelled and of the predicted pixels."""
+    names = Path(cfg.benchmarks_root or "") / cfg.concept_benchmark / "class_names.txt"
+    if not (cfg.benchmarks_root and names.is_file()):
+        return tables.Table(title, pd.DataFrame(), pd.DataFrame(), (f"Not computed: no class names at `{names}`.",))
+    class_names = [line.strip() for line in names.read_text().splitlines() if line.strip()]
+    rows = []
+    for v in variants:
+        shares = mechanism.kind_pixel_shares(cfg.results_dir, v, seeds.get(v, ()), cfg.concept_benchmark,
+                                             class_names, kinds)
+        rows += [{"variant": v, **r} for r in shares.to_dict("records")]
+    data = pd.DataFrame(rows, columns=["variant", "kind", "labelled", "predicted", "recall", "precision", "n"])
+    if data.empty:
+        return tables.Table(title, pd.DataFrame(), data, ("Not computed: no per-image counts.",))
+    display = pd.DataFrame({"variant": data["variant"].map(tables.variant_label), "kind": data["kind"],
+                            **{f"{c} (share)" if c in ("labelled", "predicted") else f"pixel {c}":
+                               data[c].map(lambda x: f"{x:.2f}") for c in ("labelled", "predicted", "recall",
+                                                                          "precision")},
+                            "seeds": data["n"].astype(int).astype(str)})
+    notes = (f"From the per-image counts of `{cfg.concept_benchmark}`, summed over its images, mean over seeds: a "
+             "kind's share of the labelled pixels and of the predicted ones; pixel recall: the share of its pixels "
+             "predicted as their true class; pixel precision: the share of the pixels predicted as one of its classes "
+             "that are that class. A kind predicted on far more pixels than it holds takes them from the other kind.",)
+    return tables.Table(title, display, data, notes, text_columns=2)
+
+
+def stats_interval(frame: pd.DataFrame, v: str, i: int, prefix: str = ""):
     from cocu.reports.stats import Interval
 
     row = frame.iloc[i]
-    return Interval(float(row[f"gain/{v}"]), float(row[f"gain_lo/{v}"]), float(row[f"gain_hi/{v}"]), int(row[f"n/{v}"]))
+    return Interval(float(row[f"{prefix}gain/{v}"]), float(row[f"{prefix}gain_lo/{v}"]),
+                    float(row[f"{prefix}gain_hi/{v}"]), int(row[f"{prefix}n/{v}"]))
 
 
 def _dose_response(cfg: ReportConfig, results: pd.DataFrame, benchmarks: list[str], variants: list[str],
@@ -266,8 +366,11 @@ def _analysis_figures(out: Path, concepts: pd.DataFrame, dose: tuple[pd.DataFram
     if concepts.empty or not others:
         figures.placeholder(mech, "per-concept analysis: needs the synthetic world's ground truth and baseline results")
     else:
+        views = [(p, name) for p, name in (("k", "among its own kind"), ("", f"among every concept "
+                                                                        f"({cfg.concept_benchmark})"))
+                 if f"{p}gain/{others[0]}" in concepts]
         figures.mechanism_figure(concepts, [v for v in ("oracle", "cocu") if v in others] or others, mech,
-                                 palette=palette)
+                                 palette=palette, views=views)
     points, refs, cocu_precision = dose
     if points.empty:
         figures.placeholder(dr, "dose-response: no precision<P> variants among the results (make study)")

@@ -103,39 +103,43 @@ def benchmark_bars(summary: pd.DataFrame, benchmarks: Sequence[str], variants: S
 
 
 def mechanism_figure(concepts: pd.DataFrame, variants: Sequence[str], path: Path | str,
-                     palette: Sequence[str] = ()) -> Path:
-    """Per-concept IoU gain over the baseline against (left) the caption mention rate and (right) the
-    curation recall of missed concepts; one marker per concept, error bars = 95% t-interval over seeds.
+                     palette: Sequence[str] = (), views: Sequence[tuple[str, str]] = (("", "all concepts"),)) -> Path:
+    """Per-concept IoU gain over the baseline against the caption mention rate, one panel per view
+    (column prefix, its name: `k` = judged among its own kind, `` = among every concept), and
+    against CoCu's prompt recall of missed concepts in the first view; one marker per concept,
+    error bars = 95% t-interval over seeds, triangles = the world's under-named concepts.
 
     concepts: `cocu.reports.mechanism` columns (concept, under_named, mention_rate, prompt_recall,
-    gain/<v>, gain_lo/<v>, gain_hi/<v>).
+    <prefix>gain/<v>, <prefix>gain_lo/<v>, <prefix>gain_hi/<v>).
     """
-    fig = Figure(figsize=(11, 4.4))
-    panels = (("mention_rate", "caption mention rate of the concept (pre-training pairs)"),
-              ("prompt_recall", "CoCu prompt recall where captions miss it"))
-    for p, (xcol, xlabel) in enumerate(panels):
-        ax = fig.add_subplot(1, 2, p + 1)
+    panels = [("mention_rate", "caption mention rate of the concept (pre-training pairs)", prefix, name)
+              for prefix, name in views]
+    panels.append(("prompt_recall", "CoCu prompt recall where captions miss it", *views[0]))
+    fig = Figure(figsize=(5.5 * len(panels), 4.6))
+    for p, (xcol, xlabel, prefix, name) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), p + 1)
         for v in variants:
-            if f"gain/{v}" not in concepts:
+            if f"{prefix}gain/{v}" not in concepts:
                 continue
             i = list(palette or variants).index(v) if v in (palette or variants) else len(palette)
             x = concepts[xcol].to_numpy(dtype=float)
-            y = concepts[f"gain/{v}"].to_numpy(dtype=float)
-            lo = y - concepts[f"gain_lo/{v}"].to_numpy(dtype=float)
-            hi = concepts[f"gain_hi/{v}"].to_numpy(dtype=float) - y
+            y = concepts[f"{prefix}gain/{v}"].to_numpy(dtype=float)
+            lo = y - concepts[f"{prefix}gain_lo/{v}"].to_numpy(dtype=float)
+            hi = concepts[f"{prefix}gain_hi/{v}"].to_numpy(dtype=float) - y
             err = np.where(np.isfinite(lo) & np.isfinite(hi), np.stack([lo, hi]), np.nan)
             under = concepts["under_named"].to_numpy(dtype=bool) if "under_named" in concepts else np.zeros(len(x), bool)
             ax.errorbar(x, y, yerr=err, fmt="none", ecolor=_colour(i), alpha=0.35, lw=0.8)
             ax.scatter(x[~under], y[~under], color=_colour(i), s=22, label=f"{variant_label(v)}")
             ax.scatter(x[under], y[under], color=_colour(i), s=34, marker="^",
                        label=f"{variant_label(v)}, under-named concept")
-        if p == 0:
+        if xcol == "mention_rate":
             for _, row in concepts.iterrows():
                 ax.annotate(str(row["concept"]), (row[xcol], 0), fontsize=5, alpha=0.5, rotation=90,
                             xytext=(0, -2), textcoords="offset points", ha="center", va="top")
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("IoU gain over the baseline (x100)")
+        ax.set_title(f"judged {name}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Where the gains are: per-concept IoU gain vs how often captions name the concept")

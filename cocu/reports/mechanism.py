@@ -8,8 +8,15 @@ Per concept c of the world:
 - `prompt_recall`: over the same pairs, the mean probability that CoCu's cluster-guided sampling puts
   c among the K prompts of a training step (exact, from the stored scores and clusters: a cluster is
   drawn by the softmax of its mean score, a concept by the softmax of scores inside it, K times);
-- `gain/<variant>`: the mean over seeds of IoU(variant) - IoU(baseline) of c on the benchmark that
-  holds every concept (paired by seed), with its 95% t-interval.
+- `gain/<variant>`: the mean over seeds of IoU(variant) - IoU(baseline) of c (paired by seed), with
+  its 95% t-interval, in two views: on the benchmark that holds every concept (`concept_gains`), where
+  stuff and things compete for the same pixels, and on the benchmark of c's own kind only
+  (`kind_gains`: stuff among the stuff classes with thing pixels ignored, things among the things and
+  the background), which isolates whether the model recognises c from the things-vs-stuff contest.
+
+`kind_contrast` condenses the second view into one paired statistic per seed: the mean gain over the
+concepts of one kind minus the mean gain over the other kind's. `kind_pixel_shares` measures the
+contest of the first view: the share of the pixels each kind holds and each kind is predicted on.
 
 The paper's thesis predicts that the oracle's and CoCu's gains sit on under-named concepts (low
 mention rate) and, for CoCu, on concepts curation recovers (high prompt recall).
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -101,6 +108,12 @@ def class_iou(results_dir: Path | str, variant: str, seed: int, benchmark: str) 
     return {str(k): (math.nan if v is None else float(v)) for k, v in iou.items()}
 
 
+def _finite_mean(values: Sequence[float]) -> float:
+    """Mean of the finite values; NaN when there are none."""
+    ok = [v for v in values if math.isfinite(v)]
+    return float(np.mean(ok)) if ok else math.nan
+
+
 def concept_gains(results_dir: Path | str, seeds: dict[str, Sequence[int]], benchmark: str,
                   variants: Sequence[str]) -> pd.DataFrame:
     """concept, iou/baseline, and per variant gain/<v>, gain_lo/<v>, gain_hi/<v>, n/<v> (paired by seed)."""
@@ -108,8 +121,7 @@ def concept_gains(results_dir: Path | str, seeds: dict[str, Sequence[int]], benc
     base = {s: v for s, v in base.items() if v is not None}
     concepts = sorted({c for v in base.values() for c in v})
     frame = pd.DataFrame({"concept": concepts})
-    frame["iou/baseline"] = [np.nanmean([b.get(c, math.nan) for b in base.values()]) if base else math.nan
-                             for c in concepts]
+    frame["iou/baseline"] = [_finite_mean([b.get(c, math.nan) for b in base.values()]) for c in concepts]
     for v in variants:
         runs = {s: class_iou(results_dir, v, s, benchmark) for s in seeds.get(v, ()) if s in base}
         runs = {s: r for s, r in runs.items() if r is not None}
@@ -125,11 +137,71 @@ def concept_gains(results_dir: Path | str, seeds: dict[str, Sequence[int]], benc
     return frame
 
 
+def kind_gains(results_dir: Path | str, seeds: dict[str, Sequence[int]], kind_benchmarks: Mapping[str, str],
+               kinds: Mapping[str, str], variants: Sequence[str]) -> pd.DataFrame:
+    """`concept_gains` with each concept judged on its own kind's benchmark (kind -> benchmark):
+    the concepts of kind k from `kind_benchmarks[k]`, plus a `benchmark` column. Classes that are no
+    concept of that kind (the background) are left out."""
+    parts = []
+    for kind, bench in kind_benchmarks.items():
+        g = concept_gains(results_dir, seeds, bench, variants)
+        parts.append(g[g["concept"].map(kinds.get) == kind].assign(benchmark=bench))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["concept", "benchmark"])
+
+
+def kind_contrast(results_dir: Path | str, seeds: dict[str, Sequence[int]], kind_benchmarks: Mapping[str, str],
+                  kinds: Mapping[str, str], variant: str, first: str, second: str) -> stats.Interval:
+    """Per seed (paired with the baseline's): the mean IoU gain of `variant` over the concepts of kind
+    `first`, each on its kind's benchmark, minus the same over kind `second`; 95% t-interval over the
+    seeds where both kinds have a finite gain."""
+    diffs = []
+    for s in sorted(set(seeds.get(variant, ())) & set(seeds.get("baseline", ()))):
+        means = []
+        for kind in (first, second):
+            bench = kind_benchmarks[kind]
+            v, b = class_iou(results_dir, variant, s, bench), class_iou(results_dir, "baseline", s, bench)
+            if v is None or b is None:
+                break
+            gains = [v[c] - b[c] for c in v if kinds.get(c) == kind and c in b and math.isfinite(v[c] - b[c])]
+            if not gains:
+                break
+            means.append(float(np.mean(gains)))
+        if len(means) == 2:
+            diffs.append(means[0] - means[1])
+    return stats.t_interval(diffs)
+
+
+def kind_pixel_shares(results_dir: Path | str, variant: str, seeds: Sequence[int], benchmark: str,
+                      class_names: Sequence[str], kinds: Mapping[str, str]) -> pd.DataFrame:
+    """From the per-image counts of `benchmark` (classes in `class_names` order), per kind: its share
+    of the labelled pixels (`labelled`), of the predicted pixels (`predicted`), and its pixel recall
+    and precision, each the mean over the seeds whose counts exist; `n` = those seeds."""
+    from cocu.eval.runner import read_image_counts
+
+    kind_of = np.array([kinds.get(c, "") for c in class_names])
+    rows: dict[str, list[list[float]]] = {}
+    for s in seeds:
+        path = Path(results_dir) / variant / f"s{s}" / f"{benchmark}.counts.npz"
+        if not path.is_file():
+            continue
+        tp, lab, pred = read_image_counts(path)[0].sum(axis=0).astype(np.float64)  # [K] each
+        if len(tp) != len(class_names):
+            raise ValueError(f"{path}: {len(tp)} classes, {len(class_names)} class names")
+        for kind in sorted(set(kind_of) - {""}):
+            m = kind_of == kind
+            rows.setdefault(kind, []).append([lab[m].sum() / max(lab.sum(), 1.0), pred[m].sum() / max(pred.sum(), 1.0),
+                                              tp[m].sum() / max(lab[m].sum(), 1.0),
+                                              tp[m].sum() / max(pred[m].sum(), 1.0)])
+    cols = ["labelled", "predicted", "recall", "precision"]
+    out = [{"kind": k, **dict(zip(cols, np.mean(v, axis=0))), "n": len(v)} for k, v in rows.items()]
+    return pd.DataFrame(out, columns=["kind", *cols, "n"])
+
+
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """(rho, two-sided p) over the finite pairs; NaN with fewer than 3."""
+    """(rho, two-sided p) over the finite pairs; NaN with fewer than 3 or a constant side."""
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3:
+    if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:  # undefined for a constant input
         return math.nan, math.nan
     res = sps.spearmanr(a[ok], b[ok])
     return float(res.statistic), float(res.pvalue)

@@ -81,7 +81,7 @@ def results_page(*, status: Sequence[str], tables: Mapping[str, Table], figures:
     parts.append("## Figures")
     for caption, link in figures.items():
         parts.append(f"**{caption}**\n\n![{caption}]({link})")
-    for key in ("concepts", "dose_response", "ablation", "curation"):
+    for key in ("concepts_by_kind", "concepts", "kind_contest", "dose_response", "ablation", "curation"):
         parts.append(table_markdown(tables[key], f"## {tables[key].title}"))
     parts += ["## Evaluation protocols", protocols, "## Paper reference numbers", reference,
               "## Provenance", provenance]

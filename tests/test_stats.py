@@ -144,6 +144,18 @@ def test_paired_comparison_of_a_setting_uses_the_mean_over_benchmarks():
     assert iv.estimate == pytest.approx((7.0 + 6.0) / 2) and iv.n == 2
 
 
+def test_pooled_comparison_concatenates_the_paired_seeds_of_every_setting():
+    from cocu.reports.robustness import pooled
+
+    one = {("baseline", 0): {"a": 10.0}, ("oracle", 0): {"a": 12.0}, ("baseline", 1): {"a": 10.0},
+           ("oracle", 1): {"a": 13.0}}
+    two = {("baseline", 0): {"a": 20.0}, ("oracle", 0): {"a": 24.0}, ("oracle", 5): {"a": 99.0}}  # seed 5 unpaired
+    iv = pooled([one, two], "oracle")
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # differences 2, 3, 4: mean 3, sd 1, t(0.975, 2)
+    assert (iv.estimate, iv.n) == (pytest.approx(3.0), 3)
+    assert (iv.lo, iv.hi) == pytest.approx((3 - half, 3 + half))
+
+
 def test_robustness_table_leaves_out_experiments_made_with_other_params() -> None:
     import importlib.util
 

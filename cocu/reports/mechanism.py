@@ -151,10 +151,17 @@ def kind_gains(results_dir: Path | str, seeds: dict[str, Sequence[int]], kind_be
 
 def kind_contrast(results_dir: Path | str, seeds: dict[str, Sequence[int]], kind_benchmarks: Mapping[str, str],
                   kinds: Mapping[str, str], variant: str, first: str, second: str) -> stats.Interval:
-    """Per seed (paired with the baseline's): the mean IoU gain of `variant` over the concepts of kind
-    `first`, each on its kind's benchmark, minus the same over kind `second`; 95% t-interval over the
-    seeds where both kinds have a finite gain."""
-    diffs = []
+    """`kind_contrasts` with its 95% t-interval over the seeds."""
+    return stats.t_interval(list(kind_contrasts(results_dir, seeds, kind_benchmarks, kinds, variant, first,
+                                                second).values()))
+
+
+def kind_contrasts(results_dir: Path | str, seeds: dict[str, Sequence[int]], kind_benchmarks: Mapping[str, str],
+                   kinds: Mapping[str, str], variant: str, first: str, second: str) -> dict[int, float]:
+    """seed -> (paired with the baseline's seed) the mean IoU gain of `variant` over the concepts of
+    kind `first`, each on its kind's benchmark, minus the same over kind `second`; only seeds where
+    both kinds have a finite gain."""
+    diffs = {}
     for s in sorted(set(seeds.get(variant, ())) & set(seeds.get("baseline", ()))):
         means = []
         for kind in (first, second):
@@ -167,8 +174,8 @@ def kind_contrast(results_dir: Path | str, seeds: dict[str, Sequence[int]], kind
                 break
             means.append(float(np.mean(gains)))
         if len(means) == 2:
-            diffs.append(means[0] - means[1])
-    return stats.t_interval(diffs)
+            diffs[s] = means[0] - means[1]
+    return diffs
 
 
 def kind_pixel_shares(results_dir: Path | str, variant: str, seeds: Sequence[int], benchmark: str,

@@ -49,6 +49,14 @@ def paired(runs: Runs, variant: str, benchmark: str = MEAN, baseline: str = "bas
                                                      run_scores(runs, baseline, benchmark))[1])
 
 
+def pooled(settings: Sequence[Runs], variant: str, benchmark: str = MEAN, baseline: str = "baseline") -> stats.Interval:
+    """`variant` - `baseline` paired by seed within each setting, the differences of every setting
+    pooled into one 95% t-interval (settings are independent re-runs: other worlds)."""
+    diffs = [d for runs in settings for d in stats.paired_differences(run_scores(runs, variant, benchmark),
+                                                                       run_scores(runs, baseline, benchmark))[1]]
+    return stats.t_interval(diffs)
+
+
 @dataclass(frozen=True)
 class Reproduction:
     """One committed seed mean against the same mean in another setting."""

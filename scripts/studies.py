@@ -113,7 +113,8 @@ def study_report() -> None:
         work = Path(tmp) / "study"
         _git("worktree", "add", "--detach", str(work), "HEAD")
         try:
-            subprocess.run(["git", "checkout", ref, "--", params["paths"]["results"], "metrics"], cwd=work, check=True)
+            ran = [params["paths"][k] for k in ("results", "details", "pretrain_metrics", "pretrain_curves")]
+            subprocess.run(["git", "checkout", ref, "--", *ran], cwd=work, check=True)  # what the runs wrote
             (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
             shutil.rmtree(work / "data", ignore_errors=True)  # tracked stubs only; the world is the workspace's
             (work / "data").symlink_to(REPO / "data")

@@ -193,7 +193,8 @@ def _pooled_count(settings: list[R.Runs], variant: str) -> str:
     return f"{sum(d > 0 for d in diffs)} of {len(diffs)} > 0"
 
 
-def _kind_table(params: dict, variants: list[str], refs: dict[str, str | None], worlds: list[str]) -> list[str]:
+def _kind_table(params: dict, variants: list[str], refs: dict[str, tuple[str | None, list[int]]],
+                worlds: list[str]) -> list[str]:
     """Where the gains sit, per setting: the mean IoU gain over the stuff concepts (each judged on the
     stuff benchmark) minus over the things (on the things benchmark), paired by seed
     (cocu.reports.mechanism.kind_contrasts), read from each setting's committed per-class results."""
@@ -207,7 +208,7 @@ def _kind_table(params: dict, variants: list[str], refs: dict[str, str | None], 
     folder = params["paths"]["results"]
     contrasts: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, ref in refs.items():
+        for name, (ref, run_seeds) in refs.items():
             root = REPO / folder
             if ref is not None:
                 root = Path(tmp) / name
@@ -215,7 +216,7 @@ def _kind_table(params: dict, variants: list[str], refs: dict[str, str | None], 
                 archive = subprocess.run(["git", "archive", ref, folder], cwd=REPO, capture_output=True, check=True)
                 subprocess.run(["tar", "x", "-C", str(root)], input=archive.stdout, check=True)
                 root = root / folder
-            seeds = {v: list(params["pretrain"]["seeds"]) for v in ["baseline", *variants]}
+            seeds = {v: run_seeds for v in ["baseline", *variants]}
             contrasts[name] = {v: list(mechanism.kind_contrasts(root, seeds, kb, kinds, v, "stuff", "thing").values())
                                for v in variants}
     lines = ["", "## Where the gains sit: stuff minus things", "",
@@ -251,7 +252,7 @@ def table(machines: dict[str, str] | None = None) -> str:
              + " | " + " | ".join(f"{v} − baseline per seed" for v in variants) + " |",
              "|---|" + "---|" * (2 * len(variants))]
     settings = {COMMITTED: committed}
-    refs: dict[str, str | None] = {COMMITTED: None}
+    refs: dict[str, tuple[str | None, list[int]]] = {COMMITTED: (None, list(params["pretrain"]["seeds"]))}
     missing, stale = [], []
     for name, (_, overrides, _) in SETTINGS.items():
         ref = exp_ref(EXP_PREFIX + name)
@@ -264,11 +265,12 @@ def table(machines: dict[str, str] | None = None) -> str:
             stale.append(f"{name} ({', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''})")
             continue
         settings[name] = read_runs(ref, exp_params)
-        refs[name] = ref
+        refs[name] = (ref, list(exp_params["pretrain"]["seeds"]))
     kinds = {name: kind for name, (_, _, kind) in SETTINGS.items()}
     for label, rev in (machines or {}).items():
-        settings[label] = read_runs(rev, yaml.safe_load(_git("show", f"{rev}:params.yaml")))
-        refs[label] = rev
+        rev_params = yaml.safe_load(_git("show", f"{rev}:params.yaml"))
+        settings[label] = read_runs(rev, rev_params)
+        refs[label] = (rev, list(rev_params["pretrain"]["seeds"]))
         kinds[label] = "machine"
     for name, runs in settings.items():
         lines.append(f"| {name} | " + " | ".join(fmt_interval(R.paired(runs, v), 2) for v in variants)

@@ -91,8 +91,7 @@ def study_report() -> None:
     ref = exp_ref(STUDY)
     if ref is None:
         raise SystemExit("no study experiment (run `make study` first)")
-    current = (REPO / "params.yaml").read_text()
-    params = yaml.safe_load(current)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
     differ = stale_keys(params, yaml.safe_load(_git("show", f"{ref}:params.yaml")), STUDY_OVERRIDES)
     if differ:
         raise SystemExit(f"study experiment {ref[:10]} was made with other params ({', '.join(differ[:5])}): "
@@ -102,13 +101,12 @@ def study_report() -> None:
         bad = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
         raise SystemExit(f"the workspace's {', '.join(bad)} differ from study experiment {ref[:10]}'s "
                          "(`dvc repro` the default first, or re-run `make study`)")
-    for override in STUDY_OVERRIDES:
-        key, value = override.split("=", 1)
+    for key, value in _parse_overrides(STUDY_OVERRIDES):
         *parents, leaf = key.split(".")
         node = params
         for k in parents:
             node = node[k]
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = value
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "study"
         _git("worktree", "add", "--detach", str(work), "HEAD")
@@ -152,13 +150,18 @@ def exp_ref(name: str) -> str | None:
     return None
 
 
+def _parse_overrides(overrides: list[str]) -> list[tuple[str, object]]:
+    """`-S key=value` overrides as (dotted key, YAML value), as DVC reads them."""
+    return [(k, yaml.safe_load(v)) for k, v in (o.split("=", 1) for o in overrides)]
+
+
 def stale_keys(current: dict, experiment: dict, overrides: list[str]) -> list[str]:
     """The dotted params keys where an experiment's params.yaml differs from `current` with the
     setting's `-S key=value` overrides applied: an experiment made before the default changed
     (another recipe) is stale and must not stand in the table for this checkout. The `report:`
     knobs are left out: they change how results are shown, never a result."""
     want = flatten(current)
-    want.update((k, yaml.safe_load(v)) for k, v in (o.split("=", 1) for o in overrides))
+    want.update(_parse_overrides(overrides))
     got = flatten(experiment)
     return sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k)
                   and not k.startswith(REPORT_ONLY))
@@ -179,8 +182,7 @@ def read_runs(rev: str | None, params: dict) -> R.Runs:
 
 def _per_seed(runs: R.Runs, variant: str) -> str:
     """'+8.3, +9.3, +5.9 (3 of 3 > 0)': the paired differences of each seed, mean over benchmarks."""
-    _, diffs = R.stats.paired_differences(R.run_scores(runs, variant, R.MEAN),
-                                          R.run_scores(runs, "baseline", R.MEAN))
+    diffs = R.differences(runs, variant)
     return ", ".join(f"{d:+.1f}" for d in diffs) + f" ({sum(d > 0 for d in diffs)} of {len(diffs)} > 0)"
 
 
@@ -188,8 +190,7 @@ COMMITTED = "committed (this checkout)"
 
 
 def _pooled_count(settings: list[R.Runs], variant: str) -> str:
-    diffs = [d for runs in settings for d in R.stats.paired_differences(R.run_scores(runs, variant, R.MEAN),
-                                                                        R.run_scores(runs, "baseline", R.MEAN))[1]]
+    diffs = R.pooled_differences(settings, variant)
     return f"{sum(d > 0 for d in diffs)} of {len(diffs)} > 0"
 
 

@@ -287,7 +287,9 @@ def _kind_contest(cfg: ReportConfig, title: str, variants: list[str], seeds: dic
     names = Path(cfg.benchmarks_root or "") / cfg.concept_benchmark / "class_names.txt"
     if not (cfg.benchmarks_root and names.is_file()):
         return tables.Table(title, pd.DataFrame(), pd.DataFrame(), (f"Not computed: no class names at `{names}`.",))
-    class_names = [line.strip() for line in names.read_text().splitlines() if line.strip()]
+    from cocu.data.converters import read_class_names
+
+    class_names = read_class_names(names)
     rows = []
     for v in variants:
         shares = mechanism.kind_pixel_shares(cfg.results_dir, v, seeds.get(v, ()), cfg.concept_benchmark,

@@ -43,18 +43,26 @@ def run_scores(runs: Runs, variant: str, benchmark: str) -> dict[int, float]:
     return out
 
 
+def differences(runs: Runs, variant: str, benchmark: str = MEAN, baseline: str = "baseline") -> np.ndarray:
+    """`variant` - `baseline` per seed both ran (seed order)."""
+    return stats.paired_differences(run_scores(runs, variant, benchmark), run_scores(runs, baseline, benchmark))[1]
+
+
 def paired(runs: Runs, variant: str, benchmark: str = MEAN, baseline: str = "baseline") -> stats.Interval:
     """`variant` - `baseline`, paired by seed, with the 95% t-interval over seeds."""
-    return stats.t_interval(stats.paired_differences(run_scores(runs, variant, benchmark),
-                                                     run_scores(runs, baseline, benchmark))[1])
+    return stats.t_interval(differences(runs, variant, benchmark, baseline))
+
+
+def pooled_differences(settings: Sequence[Runs], variant: str, benchmark: str = MEAN,
+                       baseline: str = "baseline") -> list[float]:
+    """The paired `differences` of every setting, one list (settings are independent re-runs)."""
+    return [float(d) for runs in settings for d in differences(runs, variant, benchmark, baseline)]
 
 
 def pooled(settings: Sequence[Runs], variant: str, benchmark: str = MEAN, baseline: str = "baseline") -> stats.Interval:
     """`variant` - `baseline` paired by seed within each setting, the differences of every setting
     pooled into one 95% t-interval (settings are independent re-runs: other worlds)."""
-    diffs = [d for runs in settings for d in stats.paired_differences(run_scores(runs, variant, benchmark),
-                                                                       run_scores(runs, baseline, benchmark))[1]]
-    return stats.t_interval(diffs)
+    return stats.t_interval(pooled_differences(settings, variant, benchmark, baseline))
 
 
 @dataclass(frozen=True)

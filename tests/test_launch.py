@@ -75,10 +75,21 @@ def test_sbatch_dry_run_has_every_resource(tmp_path: Path) -> None:
                      "#SBATCH --ntasks-per-node=4", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=256GB",
                      "#SBATCH --time=1440", "#SBATCH --signal=USR2@120", "#SBATCH --requeue",
                      "#SBATCH --constraint=a100", "#SBATCH --qos=high", "#SBATCH --exclusive",
-                     "#SBATCH --job-name=pretrain", "export SUBMITIT_EXECUTOR=slurm"):
+                     "#SBATCH --job-name=pretrain", "export SUBMITIT_EXECUTOR=slurm", "export OMP_NUM_THREADS=8"):
         assert expected in lines, f"{expected!r} missing from\n{script}"
     assert f"--output={tmp_path}/%j/%j_0_log.out" in script
     assert "srun --unbuffered" in script and "-m submitit.core._submit" in script
+    assert script.index("export OMP_NUM_THREADS=8") < script.index("srun --unbuffered")  # the tasks inherit it
+
+
+def test_array_elements_get_their_stage_cpus_as_threads(tmp_path: Path) -> None:
+    """Each array task's torch gets the CPUs of its stage, not the node's (a cluster that does not bind
+    jobs to CPUs would let two 1-CPU tasks on a 2-core node run 2 threads each)."""
+    cfg = from_dict(LauncherConfig, SLURM_2x4)
+    stages = replace(cfg.stages, evaluate=replace(cfg.stages.evaluate, cpus_per_task=3))
+    script = ex.sbatch_script(ex.stage_launcher(replace(cfg, stages=stages), "evaluate"), "evaluate", tmp_path,
+                              shard=True, array=4)
+    assert "#SBATCH --cpus-per-task=3" in script and "export OMP_NUM_THREADS=3" in script.splitlines()
 
 
 def test_sbatch_dry_run_without_srun_and_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -170,6 +170,21 @@ def test_map_shards_is_one_job_array(tmp_path: Path) -> None:
     assert sacct_states(array_id, rows=3) == ["COMPLETED"] * 3
 
 
+def _torch_threads(_: int) -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_array_task_uses_the_cpus_it_was_given(tmp_path: Path) -> None:
+    """This cluster does not bind a job to its CPUs (TaskPlugin=task/none, as some real ones), so torch
+    would size its pool by the node's cores; two 1-CPU tasks side by side then run 2 threads each.
+    The job script's OMP_NUM_THREADS gives each task's torch its cpus_per_task."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("a 1-core node cannot tell the node's cores from the task's")
+    assert map_shards(_torch_threads, [0, 1], SLURM, "threads", tmp_path, poll_s=0.2) == [1, 1]
+
+
 def test_failing_array_element_is_named(tmp_path: Path) -> None:
     with pytest.raises(JobFailed, match=r"1/2 array elements failed \(\d+_1\)[\s\S]*intentional"):
         map_shards(_fail_on_odd, [2, 3], SLURM, "shards", tmp_path, poll_s=0.2)

@@ -155,6 +155,8 @@ def executor_parameters(cfg: LauncherConfig, name: str, shard: bool = False) -> 
     `shard=True` is one task on one node with at most one GPU (an element of a job array, at most
     `array_parallelism` of them running at once).
     `extra_sbatch` entries become `#SBATCH --key=value` lines (an empty value: a bare `--key`).
+    The script exports OMP_NUM_THREADS = `cpus_per_task`, so that each task's torch uses the CPUs
+    it was given, whether or not the cluster binds it to them.
     """
     if cfg.timeout_min * 60 <= cfg.signal_delay_s + SIGNAL_MARGIN_S:
         raise ConfigError(f"launcher: timeout_min*60 ({cfg.timeout_min * 60} s) must exceed signal_delay_s + "
@@ -173,6 +175,11 @@ def executor_parameters(cfg: LauncherConfig, name: str, shard: bool = False) -> 
         "mem_gb": cfg.mem_gb,
         "slurm_signal_delay_s": cfg.signal_delay_s,
         "slurm_additional_parameters": extra,
+        # torch (OpenMP) sizes its thread pool by the CPUs it can see: on a cluster that does not
+        # bind a job to its CPUs (TaskPlugin=task/none) that is the whole node, and jobs sharing it
+        # oversubscribe the cores (two 1-CPU evaluation jobs on a 2-core node: 2x slower). A
+        # `threads: 0` key means the CPUs the job was given.
+        "slurm_setup": [f"export OMP_NUM_THREADS={cfg.cpus_per_task}"],
     }
     if gpus > 0:
         params["gpus_per_node"] = gpus

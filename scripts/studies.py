@@ -229,10 +229,10 @@ def _kind_table(params: dict, variants: list[str], refs: dict[str, tuple[str | N
     for name, per in contrasts.items():
         lines.append(f"| {name} | " + " | ".join(fmt_interval(R.stats.t_interval(per[v]), 2) for v in variants) + " |")
     if len(worlds) > 1:
+        pooled = {v: [d for n in worlds for d in contrasts[n][v]] for v in variants}
         lines.append(f"| pooled over the {len(worlds)} worlds | " + " | ".join(
-            fmt_interval(R.stats.t_interval([d for n in worlds for d in contrasts[n][v]]), 2)
-            + f", {sum(d > 0 for n in worlds for d in contrasts[n][v])} of "
-              f"{sum(len(contrasts[n][v]) for n in worlds)} > 0" for v in variants) + " |")
+            f"{fmt_interval(R.stats.t_interval(pooled[v]), 2)}, {sum(d > 0 for d in pooled[v])} of {len(pooled[v])} > 0"
+            for v in variants) + " |")
     return lines
 
 

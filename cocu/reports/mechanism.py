@@ -114,6 +114,20 @@ def _finite_mean(values: Sequence[float]) -> float:
     return float(np.mean(ok)) if ok else math.nan
 
 
+def seed_gains(results_dir: Path | str, seeds: dict[str, Sequence[int]], benchmark: str,
+               variant: str) -> dict[int, dict[str, float]]:
+    """seed -> concept -> IoU(variant) - IoU(baseline) of that seed (finite gains only), for the
+    seeds of `variant` (in `seeds` order) whose result file exists for both."""
+    out = {}
+    for s in seeds.get(variant, ()):
+        if s not in seeds.get("baseline", ()):
+            continue
+        v, b = class_iou(results_dir, variant, s, benchmark), class_iou(results_dir, "baseline", s, benchmark)
+        if v is not None and b is not None:
+            out[s] = {c: v[c] - b[c] for c in v if c in b and math.isfinite(v[c] - b[c])}
+    return out
+
+
 def concept_gains(results_dir: Path | str, seeds: dict[str, Sequence[int]], benchmark: str,
                   variants: Sequence[str]) -> pd.DataFrame:
     """concept, iou/baseline, and per variant gain/<v>, gain_lo/<v>, gain_hi/<v>, n/<v> (paired by seed)."""
@@ -123,13 +137,8 @@ def concept_gains(results_dir: Path | str, seeds: dict[str, Sequence[int]], benc
     frame = pd.DataFrame({"concept": concepts})
     frame["iou/baseline"] = [_finite_mean([b.get(c, math.nan) for b in base.values()]) for c in concepts]
     for v in variants:
-        runs = {s: class_iou(results_dir, v, s, benchmark) for s in seeds.get(v, ()) if s in base}
-        runs = {s: r for s, r in runs.items() if r is not None}
-        ivs = []
-        for c in concepts:
-            d = [r[c] - base[s][c] for s, r in runs.items() if math.isfinite(r.get(c, math.nan))
-                 and math.isfinite(base[s].get(c, math.nan))]
-            ivs.append(stats.t_interval(d))
+        gains = seed_gains(results_dir, seeds, benchmark, v)
+        ivs = [stats.t_interval([g[c] for g in gains.values() if c in g]) for c in concepts]
         frame[f"gain/{v}"] = [iv.estimate for iv in ivs]
         frame[f"gain_lo/{v}"] = [iv.lo for iv in ivs]
         frame[f"gain_hi/{v}"] = [iv.hi for iv in ivs]
@@ -161,20 +170,12 @@ def kind_contrasts(results_dir: Path | str, seeds: dict[str, Sequence[int]], kin
     """seed -> (paired with the baseline's seed) the mean IoU gain of `variant` over the concepts of
     kind `first`, each on its kind's benchmark, minus the same over kind `second`; only seeds where
     both kinds have a finite gain."""
+    per_kind = [(kind, seed_gains(results_dir, seeds, kind_benchmarks[kind], variant)) for kind in (first, second)]
     diffs = {}
-    for s in sorted(set(seeds.get(variant, ())) & set(seeds.get("baseline", ()))):
-        means = []
-        for kind in (first, second):
-            bench = kind_benchmarks[kind]
-            v, b = class_iou(results_dir, variant, s, bench), class_iou(results_dir, "baseline", s, bench)
-            if v is None or b is None:
-                break
-            gains = [v[c] - b[c] for c in v if kinds.get(c) == kind and c in b and math.isfinite(v[c] - b[c])]
-            if not gains:
-                break
-            means.append(float(np.mean(gains)))
-        if len(means) == 2:
-            diffs[s] = means[0] - means[1]
+    for s in sorted(set.intersection(*(set(g) for _, g in per_kind))):
+        means = [[d for c, d in g[s].items() if kinds.get(c) == kind] for kind, g in per_kind]
+        if all(means):
+            diffs[s] = float(np.mean(means[0])) - float(np.mean(means[1]))
     return diffs
 
 
